@@ -1,0 +1,90 @@
+// pybind11 bindings of the C++ kernels: fastconv._C.
+//
+// Arguments arrive validated and C-contiguous from fastconv/_params.py; outputs are allocated
+// by the caller. Each function still checks dtype and contiguity through its py::array_t
+// signature (no conversion), so a wrong call raises TypeError instead of reading bad memory.
+// The GIL is released while a kernel runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <optional>
+
+#include "geometry.h"
+
+namespace py = pybind11;
+using fastconv::ConvGeom;
+using fastconv::PoolGeom;
+
+namespace {
+
+template <class T>
+using Arr = py::array_t<T, py::array::c_style>;
+
+ConvGeom conv_geom(const std::array<int64_t, 16>& v) {
+  return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]};
+}
+
+PoolGeom pool_geom(const std::array<int64_t, 16>& v) {
+  return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]};
+}
+
+template <class T>
+const T* opt_ptr(const std::optional<Arr<T>>& a) {
+  return a ? a->data() : nullptr;
+}
+
+template <class T>
+void bind_dtype(py::module_& m) {
+  using fastconv::kernels;
+  m.def("conv_forward", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w, std::optional<Arr<T>> bias,
+                           Arr<T> y, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    py::gil_scoped_release release;
+    kernels(T()).conv_forward(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
+  });
+  m.def("conv_backward_data", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> w,
+                                 std::optional<Arr<T>> bias, Arr<T> gx, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    py::gil_scoped_release release;
+    kernels(T()).conv_backward_data(g, gy.data(), w.data(), opt_ptr(bias), gx.mutable_data(), threads);
+  });
+  m.def("conv_backward_weight", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x, Arr<T> gw,
+                                   int threads) {
+    const ConvGeom g = conv_geom(geom);
+    py::gil_scoped_release release;
+    kernels(T()).conv_backward_weight(g, gy.data(), x.data(), gw.mutable_data(), threads);
+  });
+  m.def("max_pool_forward", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> y, Arr<int64_t> idx,
+                               int threads) {
+    const PoolGeom g = pool_geom(geom);
+    py::gil_scoped_release release;
+    kernels(T()).max_pool_forward(g, x.data(), y.mutable_data(), idx.mutable_data(), threads);
+  });
+  m.def("max_pool_backward", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<int64_t> idx, Arr<T> gx,
+                                int threads) {
+    const PoolGeom g = pool_geom(geom);
+    py::gil_scoped_release release;
+    kernels(T()).max_pool_backward(g, gy.data(), idx.data(), gx.mutable_data(), threads);
+  });
+  m.def("avg_pool_forward", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> y, int threads) {
+    const PoolGeom g = pool_geom(geom);
+    py::gil_scoped_release release;
+    kernels(T()).avg_pool_forward(g, x.data(), y.mutable_data(), threads);
+  });
+  m.def("avg_pool_backward", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> gx, int threads) {
+    const PoolGeom g = pool_geom(geom);
+    py::gil_scoped_release release;
+    kernels(T()).avg_pool_backward(g, gy.data(), gx.mutable_data(), threads);
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastconv C++/OpenMP kernels";
+  bind_dtype<float>(m);
+  bind_dtype<double>(m);
+  m.def("isa", &fastconv::isa_name, "The instruction set the kernels were selected for at import.");
+}

@@ -1,0 +1,48 @@
+// Problem descriptions shared by the bindings and every ISA's kernels. Plain structs of
+// int64 so that no index arithmetic can overflow on large tensors.
+#pragma once
+#include <cstdint>
+
+namespace fastconv {
+
+// y = conv(x, w): x (N, C, H, W), w (K, C/groups, R, S), y (N, K, OH, OW).
+// ph / pw are the top / left padding; bottom / right are implied by OH / OW.
+struct ConvGeom {
+  int64_t N, C, H, W, K, R, S, groups, sh, sw, ph, pw, dh, dw, OH, OW;
+};
+
+struct PoolGeom {
+  int64_t N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
+  int64_t count_include_pad;  // avg only
+  int64_t divisor_override;   // avg only; 0 = none
+};
+
+// One ISA's kernels for one dtype. Every pointer is a C-contiguous NCHW array; outputs are
+// fully written (never read first).
+template <class T>
+struct KernelTable {
+  void (*conv_forward)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
+  void (*conv_backward_data)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
+  void (*conv_backward_weight)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
+  void (*max_pool_forward)(const PoolGeom&, const T* x, T* y, int64_t* indices, int threads);
+  void (*max_pool_backward)(const PoolGeom&, const T* gy, const int64_t* indices, T* gx, int threads);
+  void (*avg_pool_forward)(const PoolGeom&, const T* x, T* y, int threads);
+  void (*avg_pool_backward)(const PoolGeom&, const T* gy, T* gx, int threads);
+};
+
+// Defined in conv.cpp / pool.cpp once per ISA namespace (generic, avx2).
+#define FC_DECLARE_ISA(isa)                          \
+  namespace isa {                                    \
+  const KernelTable<float>& kernels_f32();           \
+  const KernelTable<double>& kernels_f64();          \
+  }
+FC_DECLARE_ISA(generic)
+FC_DECLARE_ISA(avx2)
+#undef FC_DECLARE_ISA
+
+// Selected at import time (isa.cpp).
+const KernelTable<float>& kernels(float);
+const KernelTable<double>& kernels(double);
+const char* isa_name();
+
+}  // namespace fastconv

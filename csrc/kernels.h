@@ -1,0 +1,18 @@
+// The kernel templates of one ISA namespace (FC_ISA), explicitly instantiated for float and
+// double in conv.cpp and pool.cpp and gathered into a KernelTable in kernel_table.cpp.
+#pragma once
+#include "geometry.h"
+
+namespace fastconv {
+namespace FC_ISA {
+
+template <class T> void conv_forward(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
+template <class T> void conv_backward_data(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
+template <class T> void conv_backward_weight(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
+template <class T> void max_pool_forward(const PoolGeom&, const T* x, T* y, int64_t* indices, int threads);
+template <class T> void max_pool_backward(const PoolGeom&, const T* gy, const int64_t* indices, T* gx, int threads);
+template <class T> void avg_pool_forward(const PoolGeom&, const T* x, T* y, int threads);
+template <class T> void avg_pool_backward(const PoolGeom&, const T* gy, T* gx, int threads);
+
+}  // namespace FC_ISA
+}  // namespace fastconv

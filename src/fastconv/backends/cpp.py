@@ -1,0 +1,79 @@
+"""The C++/OpenMP backend: thin calls into fastconv._C, outputs allocated here."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .. import _params as P
+from .._threads import get_num_threads
+
+try:
+    from .. import _C
+except ImportError as e:  # a source checkout without the built extension
+    _C = None
+    _IMPORT_ERROR = str(e)
+
+
+def unavailable_reason():
+    if _C is None:
+        return f"the C++ extension fastconv._C is not built ({_IMPORT_ERROR}); install with `pip install .`"
+    return None
+
+
+def isa():
+    return _C.isa()
+
+
+def _geom(g):
+    values = [int(v) for v in dataclasses.astuple(g)]
+    return values + [0] * (16 - len(values))
+
+
+def _pool_geom(g):
+    # PoolGeometry: 14 sizes, ceil_mode (already folded into out_h/out_w), count_include_pad, divisor.
+    v = dataclasses.astuple(g)
+    return [int(x) for x in v[:14]] + [int(g.count_include_pad), int(g.divisor_override)]
+
+
+def conv_forward(x, w, bias, g):
+    y = P.empty(np, "conv2d", g.y_shape, x.dtype)
+    _C.conv_forward(_geom(g), x, w, bias, y, get_num_threads())
+    return y
+
+
+def conv_backward_data(gy, w, bias, g):
+    gx = P.empty(np, "conv2d_backward", g.x_shape, gy.dtype)
+    _C.conv_backward_data(_geom(g), gy, w, bias, gx, get_num_threads())
+    return gx
+
+
+def conv_backward_weight(gy, x, g):
+    gw = P.empty(np, "conv2d_backward", g.w_shape, gy.dtype)
+    _C.conv_backward_weight(_geom(g), gy, x, gw, get_num_threads())
+    return gw
+
+
+def max_pool_forward(x, g):
+    y = P.empty(np, "max_pool2d", g.y_shape, x.dtype)
+    indices = P.empty(np, "max_pool2d", g.y_shape, np.int64)
+    _C.max_pool_forward(_pool_geom(g), x, y, indices, get_num_threads())
+    return y, indices
+
+
+def max_pool_backward(gy, indices, g):
+    gx = P.empty(np, "max_pool2d_backward", g.x_shape, gy.dtype)
+    _C.max_pool_backward(_pool_geom(g), gy, indices, gx, get_num_threads())
+    return gx
+
+
+def avg_pool_forward(x, g):
+    y = P.empty(np, "avg_pool2d", g.y_shape, x.dtype)
+    _C.avg_pool_forward(_pool_geom(g), x, y, get_num_threads())
+    return y
+
+
+def avg_pool_backward(gy, g):
+    gx = P.empty(np, "avg_pool2d_backward", g.x_shape, gy.dtype)
+    _C.avg_pool_backward(_pool_geom(g), gy, gx, get_num_threads())
+    return gx

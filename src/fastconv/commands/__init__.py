@@ -1,0 +1,1 @@
+"""Subcommands of `python -m fastconv` (see fastconv/__main__.py)."""

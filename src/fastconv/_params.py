@@ -9,14 +9,24 @@ Pool.h), which is the oracle for every edge case.
 from __future__ import annotations
 
 import numbers
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-# A single array larger than this cannot be a real request on any machine we target; refusing
-# it up front gives a clear message instead of an allocation failure deep in a kernel.
-MAX_ARRAY_BYTES = 1 << 40
+
+
+def _physical_memory_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+# An output larger than the machine's RAM would pass np.empty (memory is overcommitted) and
+# then get the process killed while a kernel writes it: refuse it up front with a message.
+MAX_ARRAY_BYTES = _physical_memory_bytes()
 
 
 @dataclass(frozen=True)
@@ -146,8 +156,8 @@ def check_output_size(op, shape, dtype):
 
 
 def empty(xp, op, shape, dtype):
-    """Allocate a result, turning allocation failure into a clear MemoryError."""
-    check_output_size(op, shape, dtype)
+    """Allocate a result (its size was checked before any kernel ran), turning allocation
+    failure into a clear MemoryError."""
     try:
         return xp.empty(shape, dtype=dtype)
     except (MemoryError, ValueError) as e:
@@ -273,6 +283,7 @@ def conv_params(x, weight, bias, stride, padding, dilation, groups, grad_out=Non
     out_h = _out_size(H, pt + pb, dilation[0], R, stride[0])
     out_w = _out_size(W, pl + pr, dilation[1], S, stride[1])
     g = ConvGeometry(N, C, H, W, K, R, S, groups, *stride, pt, pl, *dilation, out_h, out_w)
+    check_output_size(op, g.y_shape, x.dtype)
     if grad_out is not None:
         grad_out = _check_grad_out(op, grad_out, batched, g.y_shape, xp)
     return xp, x, weight, bias, grad_out, g, batched
@@ -320,6 +331,7 @@ def conv_transpose_params(x, weight, bias, stride, padding, output_padding, grou
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"{op}: the output size ({out_h}, {out_w}) is too small (input ({H}, {W}))")
     g = ConvGeometry(N, Cout, out_h, out_w, Cin, R, S, groups, *stride, *padding, *dilation, H, W)
+    check_output_size(op, g.x_shape, x.dtype)
     if grad_out is not None:
         grad_out = _check_grad_out(op, grad_out, batched, g.x_shape, xp)
     return xp, x, weight, bias, grad_out, g, batched
@@ -385,6 +397,7 @@ def pool_params(op, x, kernel_size, stride, padding, dilation, ceil_mode, grad_o
         )
     g = PoolGeometry(N, C, H, W, *kernel, *stride, *padding, *dilation, out_h, out_w, bool(ceil_mode),
                      bool(count_include_pad), int(divisor_override or 0))
+    check_output_size(op, g.y_shape, x.dtype)
     if grad_out is not None:
         grad_out = _check_grad_out(op, grad_out, batched, g.y_shape, xp)
     return xp, x, grad_out, g, batched

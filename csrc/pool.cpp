@@ -86,7 +86,10 @@ void max_pool_backward(const PoolGeom& g, const T* gy, const int64_t* indices, T
     std::memset(out, 0, sizeof(T) * HW);
     const T* in = gy + plane * OHW;
     const int64_t* idx = indices + plane * OHW;
-    for (int64_t o = 0; o < OHW; ++o) out[idx[o]] += in[o];  // indices were range-checked in _params
+    // An index outside the plane (torch's forward emits one for a window lying entirely in the
+    // padding, and a caller may pass anything) takes no gradient, as in torch.
+    for (int64_t o = 0; o < OHW; ++o)
+      if (idx[o] >= 0 && idx[o] < HW) out[idx[o]] += in[o];
   });
 }
 

@@ -140,3 +140,27 @@ def test_stride_defaults_to_kernel(backend, rng):
                                   call(backend, fastconv.max_pool2d, x, 3, stride=3))
     np.testing.assert_array_equal(call(backend, fastconv.avg_pool2d, x, 3, stride=[]),
                                   call(backend, fastconv.avg_pool2d, x, 3, 3))
+
+
+def test_max_pool2d_window_entirely_in_padding_matches_torch(backend, rng):
+    # Dilation 2 and padding 1 on a 1-row input: the window's taps (rows -1 and 1) both miss,
+    # and torch reports -inf with an index outside the plane.
+    x = rng.standard_normal((1, 2, 1, 3))
+    kw = dict(kernel_size=(2, 1), stride=1, padding=(1, 0), dilation=(2, 1))
+    y, idx = call(backend, fastconv.max_pool2d, x, return_indices=True, **kw)
+    ty, tidx = F.max_pool2d(torch.tensor(x), return_indices=True, **kw)
+    np.testing.assert_array_equal(y, ty.numpy())
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    # torch's backward writes through that index outside the plane (undefined behaviour there);
+    # fastconv gives it no gradient.
+    gx = call(backend, fastconv.max_pool2d_backward, np.ones_like(y), x, idx, **kw)
+    np.testing.assert_array_equal(gx, np.zeros_like(x))
+
+
+def test_max_pool2d_backward_ignores_indices_outside_the_plane(backend, rng):
+    x = rng.standard_normal((1, 1, 4, 4))
+    y, idx = call(backend, fastconv.max_pool2d, x, 2, return_indices=True)
+    idx[0, 0, 0, 0] = 16
+    idx[0, 0, 0, 1] = -5
+    gx = call(backend, fastconv.max_pool2d_backward, np.ones_like(y), x, idx, 2)
+    assert gx.sum() == 2  # the two valid indices only; nothing written outside the plane

@@ -125,13 +125,6 @@ def test_max_pool2d_backward_checks_indices():
         fastconv.max_pool2d_backward(gy, X, idx.astype(np.float64), 2)
     with pytest.raises(ValueError, match=r"indices must have shape \(2, 4, 4, 4\), got \(2, 4, 4, 3\)"):
         fastconv.max_pool2d_backward(gy, X, idx[..., :3], 2)
-    bad = idx.copy()
-    bad[0, 0, 0, 0] = 64
-    with pytest.raises(ValueError, match=r"indices must lie in \[0, H\*W\) = \[0, 64\), got values in \[0, 64\]"):
-        fastconv.max_pool2d_backward(gy, X, bad, 2)
-    bad[0, 0, 0, 0] = -1
-    with pytest.raises(ValueError, match="indices must lie in"):
-        fastconv.max_pool2d_backward(gy, X, bad, 2)
     with pytest.raises(ValueError, match=r"grad_out must have shape \(2, 4, 4, 4\)"):
         fastconv.max_pool2d_backward(gy[:, :, :3], X, idx, 2)
 

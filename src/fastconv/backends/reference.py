@@ -116,7 +116,10 @@ def max_pool_backward(gy, indices, g):
     planes = g.N * g.C
     gx = np.zeros((planes, g.H * g.W))
     plane_idx = np.broadcast_to(np.arange(planes)[:, None], (planes, g.out_h * g.out_w))
-    np.add.at(gx, (plane_idx, indices.reshape(planes, -1)), gy.reshape(planes, -1).astype(np.float64))
+    per_plane = g.out_h * g.out_w
+    idx = indices.reshape(planes, per_plane)
+    inside = (idx >= 0) & (idx < g.H * g.W)  # an empty window's index takes no gradient (as in torch)
+    np.add.at(gx, (plane_idx[inside], idx[inside]), gy.reshape(planes, per_plane)[inside].astype(np.float64))
     return gx.reshape(g.x_shape).astype(gy.dtype)
 
 

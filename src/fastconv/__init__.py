@@ -2,6 +2,10 @@
 
 Signatures and semantics follow torch.nn.functional; see DESIGN.md for the op contract.
 """
+# The subpackage fastconv.backends is imported first so that the function `backends` below
+# (bound afterwards) is what `fastconv.backends` names; importing the subpackage later would
+# rebind the attribute to the module.
+from . import backends as _backend_modules  # noqa: F401
 from ._threads import get_num_threads, set_num_threads
 from .dispatch import backends, use_backend
 from .ops import (

@@ -1,0 +1,214 @@
+"""The Numba backend: @njit(parallel=True, cache=True) kernels (numba_conv.py, numba_pool.py).
+
+This module allocates outputs, derives tile sizes from the shape (never from the thread
+count, so results do not depend on it), and sets the thread count and the threading layer;
+the kernels do everything else.
+
+Threading layer. Numba's default order picks 'tbb', then 'omp', then 'workqueue'; workqueue
+is not thread-safe (two Python threads launching parallel kernels at once abort the
+process), and our kernels release the GIL (nogil=True) so such launches do happen. Unless
+the user chose a layer (NUMBA_THREADING_LAYER), we ask for 'omp' first: it is thread-safe,
+it is the same libgomp the cpp backend runs on (one OpenMP runtime, one set of
+OMP_*/fork caveats for both CPU backends, no extra dependency), and 'tbb' needs the tbb
+package, absent from most environments. 'tbb' is the fallback. If the layer that is in
+force is still workqueue (neither library loads, the user forced it, or other code in the
+process launched Numba's threads first), every kernel call takes a process-wide lock.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import numpy as np
+
+from .. import _params as P
+from .._threads import get_num_threads
+
+try:
+    import numba
+    from numba import config as _numba_config
+except ImportError as e:  # numba is a runtime dependency, but keep `backends()` informative
+    numba = None
+    _IMPORT_ERROR = f"numba is not installed ({e})"
+else:
+    _IMPORT_ERROR = None
+
+_THREADSAFE_LAYERS = ("omp", "tbb")
+
+
+def _request_threading_layer():
+    if os.environ.get("NUMBA_THREADING_LAYER") or _numba_config.THREADING_LAYER != "default":
+        return  # the user's explicit choice wins
+    import importlib
+
+    for layer in _THREADSAFE_LAYERS:
+        try:
+            importlib.import_module(f"numba.np.ufunc.{layer}pool")
+        except ImportError:
+            continue
+        _numba_config.THREADING_LAYER = layer
+        return
+
+
+if numba is not None:
+    _request_threading_layer()
+    from . import numba_conv as _conv
+    from . import numba_pool as _pool
+
+_launch_lock = threading.Lock()
+_serialize: bool | None = None  # decided at the first kernel call, once Numba's threads run
+
+
+def unavailable_reason():
+    return _IMPORT_ERROR
+
+
+def threading_layer() -> str:
+    """The Numba threading layer in force ('omp', 'tbb' or 'workqueue'); starts Numba's threads."""
+    from numba.np.ufunc.parallel import _launch_threads
+
+    _launch_threads()
+    return numba.threading_layer()
+
+
+def cache_dir() -> str:
+    """The directory where the cache=True compiled kernels are stored."""
+    return _conv.conv_forward._cache._cache_path
+
+
+@contextlib.contextmanager
+def _kernel_call():
+    """Set this thread's Numba thread count from fastconv's, and serialise on workqueue.
+
+    numba.set_num_threads is thread-local, so concurrent callers with different counts do
+    not disturb each other.
+    """
+    global _serialize
+    numba.set_num_threads(max(1, min(get_num_threads(), _numba_config.NUMBA_NUM_THREADS)))
+    if _serialize is None:
+        _serialize = threading_layer() not in _THREADSAFE_LAYERS
+    if _serialize:
+        with _launch_lock:
+            yield
+    else:
+        yield
+
+
+# --------------------------------------------------------------------------- tile sizes
+# The patch tile (rows x tile) is kept near 256 KiB so that it stays in L2 while the weight
+# rows stream past it; tiles shrink (to 16 pixels at least) until there are 8 tasks, so two
+# cores stay busy and balanced on small problems. Same rules as csrc/conv.cpp.
+
+_TILE_BYTES = 256 * 1024
+_MIN_TASKS = 8
+_GRAIN = 16
+
+
+def _round_up(a, b):
+    return -(-a // b) * b
+
+
+def _choose_tile(rows, pixels, outer_tasks, itemsize):
+    tile = _TILE_BYTES // (max(rows, 1) * itemsize)
+    tile = min(max(tile // _GRAIN * _GRAIN, _GRAIN), 1024)
+    tile = min(tile, _round_up(max(pixels, 1), _GRAIN))
+    while outer_tasks * -(-pixels // tile) < _MIN_TASKS and tile > _GRAIN:
+        tile = max(_GRAIN, _round_up(tile // 2, _GRAIN))
+    return tile
+
+
+def _bias_or_empty(bias, dtype):
+    return np.empty(0, dtype=dtype) if bias is None else bias
+
+
+def _phase_taps(stride, pad, dil, kernel):
+    """Per residue a of the gx row (mod stride): the taps r that reach it and their grad_out offsets."""
+    count = np.zeros(stride, dtype=np.int64)
+    offset = np.zeros((stride, kernel), dtype=np.int64)
+    tap = np.zeros((stride, kernel), dtype=np.int64)
+    for a in range(stride):  # stride x kernel entries: geometry, not data
+        for r in range(kernel):
+            v = a + pad - r * dil
+            if v % stride == 0:
+                offset[a, count[a]] = v // stride
+                tap[a, count[a]] = r
+                count[a] += 1
+    return count, offset, tap
+
+
+# --------------------------------------------------------------------------- convolution
+
+def conv_forward(x, w, bias, g):
+    y = P.empty(np, "conv2d", g.y_shape, x.dtype)
+    rows = (g.C // g.groups) * g.R * g.S
+    tile = _choose_tile(rows, g.out_h * g.out_w, g.N * g.groups, x.itemsize)
+    with _kernel_call():
+        _conv.conv_forward(x, w, _bias_or_empty(bias, x.dtype), y, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
+                           g.dil_h, g.dil_w, g.groups, tile)
+    return y
+
+
+def conv_backward_data(gy, w, bias, g):
+    gx = P.empty(np, "conv2d_backward", g.x_shape, gy.dtype)
+    ntap_h, off_h, tap_h = _phase_taps(g.stride_h, g.pad_h, g.dil_h, g.R)
+    ntap_w, off_w, tap_w = _phase_taps(g.stride_w, g.pad_w, g.dil_w, g.S)
+    phases = g.stride_h * g.stride_w
+    max_pixels = -(-g.H // g.stride_h) * -(-g.W // g.stride_w)
+    tile = _choose_tile((g.K // g.groups) * g.R * g.S // phases + 1, max_pixels, g.N * g.groups * phases,
+                        gy.itemsize)
+    with _kernel_call():
+        _conv.conv_backward_data(gy, w, _bias_or_empty(bias, gy.dtype), gx, g.stride_h, g.stride_w, g.groups,
+                                 ntap_h, off_h, tap_h, ntap_w, off_w, tap_w, tile)
+    return gx
+
+
+def conv_backward_weight(gy, x, g):
+    gw = P.empty(np, "conv2d_backward", g.w_shape, gy.dtype)
+    rows = (g.C // g.groups) * g.R * g.S
+    k_per_group = g.K // g.groups
+    row_block = min(_round_up(rows, _GRAIN), 8 * _GRAIN)
+    row_blocks = -(-rows // row_block)
+    k_block = k_per_group
+    if g.groups * row_blocks < _MIN_TASKS:
+        split = -(-_MIN_TASKS // (g.groups * row_blocks))
+        k_block = min(k_per_group, _round_up(-(-k_per_group // split), 4))
+    tile = min(max(_TILE_BYTES // (row_block * x.itemsize), _GRAIN), max(g.out_h * g.out_w, 1))
+    with _kernel_call():
+        _conv.conv_backward_weight(gy, x, gw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w,
+                                   g.groups, row_block, k_block, tile)
+    return gw
+
+
+# --------------------------------------------------------------------------- pooling
+
+def max_pool_forward(x, g):
+    y = P.empty(np, "max_pool2d", g.y_shape, x.dtype)
+    indices = P.empty(np, "max_pool2d", g.y_shape, np.int64)
+    with _kernel_call():
+        _pool.max_pool_forward(x, y, indices, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
+                               g.dil_h, g.dil_w)
+    return y, indices
+
+
+def max_pool_backward(gy, indices, g):
+    gx = P.empty(np, "max_pool2d_backward", g.x_shape, gy.dtype)
+    with _kernel_call():
+        _pool.max_pool_backward(gy, indices, gx)
+    return gx
+
+
+def avg_pool_forward(x, g):
+    y = P.empty(np, "avg_pool2d", g.y_shape, x.dtype)
+    with _kernel_call():
+        _pool.avg_pool_forward(x, y, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
+                               g.count_include_pad, g.divisor_override)
+    return y
+
+
+def avg_pool_backward(gy, g):
+    gx = P.empty(np, "avg_pool2d_backward", g.x_shape, gy.dtype)
+    with _kernel_call():
+        _pool.avg_pool_backward(gy, gx, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
+                                g.count_include_pad, g.divisor_override)
+    return gx

@@ -174,6 +174,10 @@ def _check_fields(entry: dict) -> str | None:
             return f"'{k}' must be an integer or a list of 2 integers, got {v!r}"
         if k in _BOOLS and not isinstance(v, bool):
             return f"'{k}' must be true or false, got {v!r}"
+    groups = entry.get("groups", 1)
+    if "K" in entry and (entry["C"] % groups or entry["K"] % groups):
+        # checked here because the weight shape is derived from C // groups and K // groups
+        return f"C={entry['C']} (in channels) and K={entry['K']} (out channels) must be divisible by groups={groups}"
     return None
 
 

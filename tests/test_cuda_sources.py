@@ -1,0 +1,449 @@
+"""The CUDA sources without a GPU: they compile, they compute the right thing, and the cupy
+backend says clearly why it cannot run.
+
+1. nvcc (CI has nvcc and no GPU) compiles every csrc/cuda/*.cu for sm_80 and sm_90 with exactly
+   the template instantiations the backend asks NVRTC for (fastconv.backends.cupy.KERNELS), warnings
+   as errors. Where an NVRTC library is at hand, the sources also go through NVRTC itself, which
+   unlike nvcc has no host headers.
+2. The kernels run on the CPU: csrc/cuda/cpu_emulation.h stands in for the CUDA built-ins (a
+   block's threads are fibers, __syncthreads a switch), and the backend's own launch plans
+   (grids, argument lists, workspaces) drive them. Results are compared with the NumPy reference
+   on shapes chosen to reach every tile size, phase and split edge.
+3. unavailable_reason() names the missing piece (cupy, driver or device, NVRTC) without hanging.
+
+On a machine with a GPU the differential suite (tests/test_ops*.py) runs the cupy backend itself.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import glob
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastconv import _params as P
+from fastconv.backends import cupy as cb
+from fastconv.backends import reference as ref
+
+CUDA_DIR = Path(__file__).resolve().parents[1] / "csrc" / "cuda"
+SOURCES = sorted(p.name for p in CUDA_DIR.glob("*.cu"))
+ARCHES = ("sm_80", "sm_90")
+
+
+def test_every_source_has_kernels_listed():
+    assert SOURCES == sorted(cb.SOURCES) == sorted(cb.KERNELS)
+
+
+def test_sources_found_in_checkout():
+    assert cb.source_dir() is not None, cb.source_dirs()
+    # Installed package first, then the checkout.
+    assert cb.source_dirs()[0].parts[-2:] == ("fastconv", "cuda")
+    assert cb.source_dirs()[1] == CUDA_DIR
+
+
+def test_program_text_pastes_local_headers():
+    for name in SOURCES:
+        text = cb.program_text(name, CUDA_DIR)
+        assert '#include "' not in text and "#pragma once" not in text
+        assert "struct ConvGeom" in text and text.count("struct ConvGeom {") == 1
+        for expr in cb.KERNELS[name]:
+            assert expr.split("<")[0] in text
+
+
+def _instantiation_shim(name):
+    refs = ",\n".join(f"  (const void*)&{expr}" for expr in cb.KERNELS[name])
+    return (f'#include "{CUDA_DIR / name}"\n'
+            f"extern const void* const fc_instances[];\n"
+            f"const void* const fc_instances[] = {{\n{refs}\n}};\n")
+
+
+# --------------------------------------------------------------------------- nvcc
+
+def find_nvcc():
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    for candidate in sorted(glob.glob("/usr/local/cuda*/bin/nvcc"), reverse=True):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+NVCC = find_nvcc()
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("source", SOURCES)
+def test_nvcc_compiles(source, arch, tmp_path):
+    if NVCC is None:
+        pytest.skip("no nvcc on PATH or in /usr/local/cuda*/bin: the CUDA sources were not compiled")
+    shim = tmp_path / f"instantiate_{source}"
+    shim.write_text(_instantiation_shim(source))
+    cmd = [NVCC, "-std=c++17", f"-arch={arch}", "-Werror", "all-warnings", "-c", str(shim), "-o",
+           str(tmp_path / "out.o")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stdout}\n{done.stderr}"
+
+
+# --------------------------------------------------------------------------- NVRTC
+
+def find_nvrtc():
+    """An NVRTC shared library, if any is installed (CUDA toolkit, pip nvidia-cuda-nvrtc, cupy's)."""
+    candidates = []
+    for root in sys.path:
+        candidates += glob.glob(os.path.join(root, "nvidia", "cu*", "lib", "libnvrtc.so*"))
+        candidates += glob.glob(os.path.join(root, "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so*"))
+    candidates += glob.glob("/usr/local/cuda*/lib64/libnvrtc.so*")
+    named = ctypes.util.find_library("nvrtc")
+    if named:
+        candidates.append(named)
+    for path in candidates:
+        if "builtins" in os.path.basename(path) or "alt" in os.path.basename(path):
+            continue
+        try:
+            return ctypes.CDLL(path)
+        except OSError:
+            continue
+    return None
+
+
+def nvrtc_compile(lib, source_text, name, name_expressions, options):
+    """Compile with NVRTC as cupy.RawModule does; returns (ok, log)."""
+    prog = ctypes.c_void_p()
+    check = lambda rc, what: rc == 0 or pytest.fail(f"{what} returned {rc}")  # noqa: E731
+    check(lib.nvrtcCreateProgram(ctypes.byref(prog), source_text.encode(), name.encode(), 0, None, None),
+          "nvrtcCreateProgram")
+    for expr in name_expressions:
+        check(lib.nvrtcAddNameExpression(prog, expr.encode()), "nvrtcAddNameExpression")
+    opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
+    rc = lib.nvrtcCompileProgram(prog, len(options), opts)
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    if rc == 0:
+        for expr in name_expressions:
+            lowered = ctypes.c_char_p()
+            check(lib.nvrtcGetLoweredName(prog, expr.encode(), ctypes.byref(lowered)), f"lowered name of {expr}")
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    return rc == 0, log.value.decode(errors="replace")
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("source", SOURCES)
+def test_nvrtc_compiles(source, arch):
+    lib = find_nvrtc()
+    if lib is None:
+        pytest.skip("no NVRTC library installed (CUDA toolkit or pip nvidia-cuda-nvrtc): NVRTC compile not checked")
+    options = [*cb.NVRTC_OPTIONS, f"--gpu-architecture={arch.replace('sm_', 'compute_')}"]
+    ok, log = nvrtc_compile(lib, cb.program_text(source, CUDA_DIR), source, cb.KERNELS[source], options)
+    assert ok, log
+    assert "warning" not in log.lower(), log
+
+
+# --------------------------------------------------------------------------- unavailable_reason
+
+def test_reason_when_cupy_is_missing(monkeypatch):
+    monkeypatch.setattr(cb, "_cupy", None)
+    monkeypatch.setattr(cb, "_CUPY_IMPORT_ERROR", "ModuleNotFoundError: No module named 'cupy'", raising=False)
+    reason = cb.unavailable_reason()
+    assert "cupy is not installed" in reason and "fastconv[cuda]" in reason
+
+
+def _fake_cupy(device_count=None, runtime_error=None, nvrtc_error=None):
+    def get_device_count():
+        if runtime_error:
+            raise runtime_error
+        return device_count
+
+    def nvrtc_version():
+        if nvrtc_error:
+            raise nvrtc_error
+        return (12, 4)
+
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDeviceCount=get_device_count),
+        nvrtc=types.SimpleNamespace(getVersion=nvrtc_version)))
+
+
+def test_reason_when_no_driver(monkeypatch):
+    error = RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+    monkeypatch.setattr(cb, "_cupy", _fake_cupy(runtime_error=error))
+    reason = cb.unavailable_reason()
+    assert "no NVIDIA driver or GPU" in reason and "InsufficientDriver" in reason
+
+
+def test_reason_when_no_device(monkeypatch):
+    monkeypatch.setattr(cb, "_cupy", _fake_cupy(device_count=0))
+    assert cb.unavailable_reason() == "cupy sees no CUDA device"
+
+
+def test_reason_when_no_nvrtc(monkeypatch):
+    monkeypatch.setattr(cb, "_cupy", _fake_cupy(device_count=1, nvrtc_error=OSError("libnvrtc.so.12: not found")))
+    assert "NVRTC" in cb.unavailable_reason()
+
+
+def test_reason_when_sources_missing(monkeypatch, tmp_path):
+    monkeypatch.setattr(cb, "_cupy", _fake_cupy(device_count=1))
+    monkeypatch.setattr(cb, "source_dirs", lambda: [tmp_path / "a", tmp_path / "b"])
+    assert "CUDA sources are missing" in cb.unavailable_reason()
+
+
+def test_available_with_everything_present(monkeypatch):
+    monkeypatch.setattr(cb, "_cupy", _fake_cupy(device_count=1))
+    assert cb.unavailable_reason() is None
+
+
+def test_reason_here_is_clear():
+    import fastconv
+
+    reason = fastconv.backends()["cupy"]
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        assert reason and "cupy is not installed" in reason
+    else:
+        assert reason is None or len(reason) > 10
+
+
+# --------------------------------------------------------------------------- CPU emulation
+
+class Emulator:
+    """Runs cupy-backend launch plans on numpy arrays through the emulated kernels."""
+
+    def __init__(self, exe):
+        self.exe = exe
+
+    def run(self, launches, tmp_path):
+        arrays, index = [], {}
+
+        def buffer(a):
+            assert a.flags.c_contiguous
+            if id(a) not in index:
+                index[id(a)] = len(arrays)
+                arrays.append(a)
+            return index[id(a)]
+
+        script = [b""]  # buffers are written once all launches are known
+        body = [struct.pack("<I", len(launches))]
+        for launch in launches:
+            name = launch.kernel.encode()
+            body.append(struct.pack("<I", len(name)) + name)
+            body.append(struct.pack("<3I", *launch.grid) + struct.pack("<3I", *launch.block))
+            body.append(struct.pack("<I", len(launch.args)))
+            for a in launch.args:
+                if a is None:
+                    body.append(struct.pack("<B", 1))
+                elif isinstance(a, np.ndarray) and a.dtype.names is None:
+                    body.append(struct.pack("<BI", 0, buffer(a)))
+                else:  # np.int64 scalars and size-1 structured geometry records go by value
+                    raw = np.ascontiguousarray(a).tobytes()
+                    body.append(struct.pack("<BI", 2, len(raw)) + raw)
+        script[0] = struct.pack("<I", len(arrays)) + b"".join(
+            struct.pack("<Q", a.nbytes) + a.tobytes() for a in arrays)
+        path_in, path_out = tmp_path / "launches.bin", tmp_path / "buffers.bin"
+        path_in.write_bytes(script[0] + b"".join(body))
+        done = subprocess.run([self.exe, str(path_in), str(path_out)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        raw, offset = path_out.read_bytes(), 0
+        for a in arrays:
+            a[...] = np.frombuffer(raw, dtype=a.dtype, count=a.size, offset=offset).reshape(a.shape)
+            offset += a.nbytes
+
+
+def _emulator_source():
+    table = ",\n".join(f'    {{"{expr}", fc_emu::entry(&{expr})}}' for name in SOURCES for expr in cb.KERNELS[name])
+    includes = "".join(f'#include "{name}"\n' for name in SOURCES)
+    return ('#include "cpu_emulation.h"\n' + includes +
+            "std::map<std::string, fc_emu::Entry> fc_emu::kernel_table() {\n  return {\n" + table + "\n  };\n}\n"
+            "int main(int argc, char** argv) { return fc_emu::main(argc, argv); }\n")
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory):
+    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler: the CUDA kernels were not run under CPU emulation")
+    source = _emulator_source()
+    digest = hashlib.sha256(source.encode())
+    for p in sorted(CUDA_DIR.iterdir()):
+        digest.update(p.read_bytes())
+    build = tmp_path_factory.mktemp("cuda_emulation")
+    exe = build / f"fc_emu_{digest.hexdigest()[:12]}"
+    (build / "emulate.cpp").write_text(source)
+    cmd = [cxx, "-std=c++17", "-O1", "-I", str(CUDA_DIR), str(build / "emulate.cpp"), "-o", str(exe)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stderr}"
+    return Emulator(str(exe))
+
+
+def _tolerance(dtype):
+    return 1e-12 if np.dtype(dtype) == np.float64 else 2e-5
+
+
+def _assert_close(got, want, dtype):
+    tol = _tolerance(dtype)
+    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups): every GEMM tile (K/groups <= 16,
+# <= 32, > 32), several blocks along M and along the pixel columns, 1 to 4 k-tiles, groups,
+# dilation, 'same', strides larger than the kernel (phases no tap reaches) and stride/dilation
+# pairs with a common factor (whole residues without taps).
+CONV_CASES = [
+    (2, 3, 9, 11, 5, 3, 3, 1, 1, 1, 1),
+    (2, 4, 10, 9, 48, 3, 2, 2, (1, 0), 1, 2),
+    (1, 6, 12, 12, 70, 3, 3, 1, 2, 2, 1),
+    (3, 4, 7, 8, 8, 4, 4, 3, 1, (2, 1), 4),
+    (2, 17, 6, 5, 20, 1, 1, 1, 0, 1, 1),
+    (1, 3, 8, 8, 4, 4, 4, 1, "same", 1, 1),
+    (2, 3, 13, 13, 5, 2, 2, 4, 0, 1, 1),
+    (1, 3, 11, 11, 6, 3, 3, 2, 2, 2, 1),
+    (2, 2, 14, 13, 36, 3, 3, (3, 2), (1, 2), (2, 3), 1),
+    (5, 2, 3, 3, 3, 2, 2, 1, 0, 1, 1),
+]
+DTYPES = [np.float64, np.float32]
+
+
+def _conv_case(case, dtype, rng):
+    N, C, H, W, K, R, S, stride, padding, dilation, groups = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // groups, R, S)).astype(dtype)
+    bias = rng.standard_normal(K).astype(dtype)
+    _, x, w, bias, _, g, _ = P.conv_params(x, w, bias, stride, padding, dilation, groups)
+    return x, w, bias, g
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_emulated_conv_forward(emulator, case, dtype, rng, tmp_path):
+    x, w, bias, g = _conv_case(case, dtype, rng)
+    y = np.empty(g.y_shape, dtype)
+    emulator.run(cb.plan_conv_forward(x, w, bias, y, g), tmp_path)
+    _assert_close(y, ref.conv_forward(x, w, bias, g), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_emulated_conv_backward_data(emulator, case, dtype, rng, tmp_path):
+    _, w, bias, g = _conv_case(case, dtype, rng)
+    gy = rng.standard_normal(g.y_shape).astype(dtype)
+    gx = np.empty(g.x_shape, dtype)
+    emulator.run(cb.plan_conv_backward_data(gy, w, None, gx, g), tmp_path)
+    _assert_close(gx, ref.conv_backward_data(gy, w, None, g), dtype)
+    # With a bias per channel of gx, as the transposed convolution's forward uses it.
+    bias_x = rng.standard_normal(g.C).astype(dtype)
+    emulator.run(cb.plan_conv_backward_data(gy, w, bias_x, gx, g), tmp_path)
+    _assert_close(gx, ref.conv_backward_data(gy, w, bias_x, g), dtype)
+
+
+@pytest.mark.parametrize("split", ["auto", "forced"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_emulated_conv_backward_weight(emulator, case, dtype, split, rng, tmp_path, monkeypatch):
+    if split == "forced":  # small chunks: several splits and the fixed-order sum kernel
+        monkeypatch.setattr(cb, "MIN_SPLIT", 16)
+    x, _, _, g = _conv_case(case, dtype, rng)
+    gy = rng.standard_normal(g.y_shape).astype(dtype)
+    gw = np.empty(g.w_shape, dtype)
+    launches = cb.plan_conv_backward_weight(gy, x, gw, g, lambda shape, dt: np.empty(shape, dt))
+    if split == "forced" and g.N * g.out_h * g.out_w > 16:
+        assert launches[-1].kernel.startswith("fc_sum_splits")
+    emulator.run(launches, tmp_path)
+    _assert_close(gw, ref.conv_backward_weight(gy, x, g), dtype)
+
+
+# conv_transpose2d: (N, Cin, H, W, Cout, R, S, stride, padding, output_padding, groups, dilation)
+TRANSPOSED_CASES = [
+    (2, 6, 5, 4, 4, 4, 4, 2, 1, 0, 1, 1),
+    (1, 4, 3, 5, 6, 3, 3, 3, 1, (2, 1), 2, 1),
+    (2, 3, 4, 4, 2, 3, 2, (2, 3), (0, 1), 1, 1, 2),
+    (1, 2, 6, 6, 40, 3, 3, 1, 1, 0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", TRANSPOSED_CASES, ids=str)
+def test_emulated_conv_transpose_forward(emulator, case, dtype, rng, tmp_path):
+    N, Cin, H, W, Cout, R, S, stride, padding, output_padding, groups, dilation = case
+    x = rng.standard_normal((N, Cin, H, W)).astype(dtype)
+    w = rng.standard_normal((Cin, Cout // groups, R, S)).astype(dtype)
+    bias = rng.standard_normal(Cout).astype(dtype)
+    _, x, w, bias, _, g, _ = P.conv_transpose_params(x, w, bias, stride, padding, output_padding, groups, dilation)
+    y = np.empty(g.x_shape, dtype)
+    emulator.run(cb.plan_conv_backward_data(x, w, bias, y, g), tmp_path)
+    _assert_close(y, ref.conv_backward_data(x, w, bias, g), dtype)
+
+
+# (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
+MAX_POOL_CASES = [
+    (2, 3, 8, 8, 2, 2, 0, 1, False),
+    (1, 2, 9, 7, 3, 2, 1, 1, True),
+    (2, 2, 11, 10, (3, 2), (2, 1), (1, 1), (2, 3), False),
+    (1, 3, 6, 6, 3, 1, 1, 1, False),  # overlapping windows: several outputs may pick one pixel
+    (1, 2, 5, 6, 4, 3, 2, 2, True),
+]
+
+
+def _poisoned(x, rng):
+    """NaN and -inf entries, and a whole -inf plane (torch's first-in-bounds-tap index)."""
+    x = x.copy()
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, 3, replace=False)] = np.nan
+    flat[rng.choice(flat.size, 5, replace=False)] = -np.inf
+    x[0, 0] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", MAX_POOL_CASES, ids=str)
+def test_emulated_max_pool(emulator, case, dtype, rng, tmp_path):
+    N, C, H, W, kernel, stride, padding, dilation, ceil_mode = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    for data in (x, _poisoned(x, rng)):
+        _, data, _, g, _ = P.pool_params("max_pool2d", data, kernel, stride, padding, dilation, ceil_mode)
+        y, indices = np.empty(g.y_shape, dtype), np.empty(g.y_shape, np.int64)
+        emulator.run(cb.plan_max_pool_forward(data, y, indices, g), tmp_path)
+        want_y, want_indices = ref.max_pool_forward(data, g)
+        np.testing.assert_array_equal(y, want_y)
+        np.testing.assert_array_equal(indices, want_indices)
+    gy = rng.standard_normal(g.y_shape).astype(dtype)
+    gx = np.empty(g.x_shape, dtype)
+    emulator.run(cb.plan_max_pool_backward(gy, indices, gx, g), tmp_path)
+    np.testing.assert_array_equal(gx, ref.max_pool_backward(gy, indices, g))  # same order, same bits
+
+
+# (N, C, H, W, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+AVG_POOL_CASES = [
+    (2, 3, 8, 8, 2, 2, 0, False, True, None),
+    (1, 2, 9, 7, 3, 2, 1, True, True, None),
+    (1, 2, 9, 7, 3, 2, 1, True, False, None),
+    (2, 1, 10, 11, (3, 2), (1, 2), (1, 1), False, False, 5),
+    (1, 2, 5, 5, 4, 3, 2, True, True, None),  # ceil mode: the last window hangs over the padding
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", AVG_POOL_CASES, ids=str)
+def test_emulated_avg_pool(emulator, case, dtype, rng, tmp_path):
+    N, C, H, W, kernel, stride, padding, ceil_mode, count_include_pad, divisor = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    _, x, _, g, _ = P.pool_params("avg_pool2d", x, kernel, stride, padding, 1, ceil_mode,
+                                  count_include_pad=count_include_pad, divisor_override=divisor)
+    y = np.empty(g.y_shape, dtype)
+    emulator.run(cb.plan_avg_pool_forward(x, y, g), tmp_path)
+    np.testing.assert_array_equal(y, ref.avg_pool_forward(x, g))
+    gy = rng.standard_normal(g.y_shape).astype(dtype)
+    gx = np.empty(g.x_shape, dtype)
+    emulator.run(cb.plan_avg_pool_backward(gy, gx, g), tmp_path)
+    np.testing.assert_array_equal(gx, ref.avg_pool_backward(gy, g))

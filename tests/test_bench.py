@@ -449,3 +449,37 @@ def test_cache_directory_defaults_to_home(monkeypatch, tmp_path):
     monkeypatch.delenv("FASTCONV_CACHE_DIR")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache.directory() == tmp_path / "home" / ".cache" / "fastconv"
+
+
+@pytest.mark.parametrize("command", ["bench", "compare"])
+def test_command_help(command, capsys):
+    from fastconv.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_cuda_timing_uses_events_and_synchronises(monkeypatch):
+    """The CUDA path, run against a stand-in for CuPy (no GPU is needed to check the protocol)."""
+    import sys
+    import types
+
+    log = []
+
+    class Event:
+        def record(self):
+            log.append("record")
+
+        def synchronize(self):
+            log.append("event sync")
+
+    class Device:
+        def synchronize(self):
+            log.append("device sync")
+
+    cuda = types.SimpleNamespace(Event=Event, Device=Device, get_elapsed_time=lambda start, end: 10.0)
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
+    seconds = timing.seconds_per_call(lambda: log.append("call"), 4, device="cuda")
+    assert seconds == pytest.approx(10.0 / 1e3 / 4)
+    assert log == ["device sync", "record", "call", "call", "call", "call", "record", "event sync"]

@@ -45,7 +45,7 @@ def add_arguments(parser):
     parser.add_argument("--min-time", type=float, default=20.0, metavar="MS",
                         help="calls are repeated until one measurement lasts at least MS ms (default 20)")
     parser.add_argument("--json", metavar="OUT", help="write every figure and the machine description here")
-    parser.add_argument("--plot", metavar="OUT.png", help="write a chart of ratios and % of peak here")
+    parser.add_argument("--plot", metavar="OUT.png", help="write a chart of the ratios and %% of peak here")
     parser.add_argument("--reprobe", action="store_true",
                         help="measure the FMA peak and memory bandwidth again instead of using the cached figures")
 

@@ -359,11 +359,23 @@ def test_timing_calibrates_and_interleaves():
 
 # --------------------------------------------------------------------------- probe
 
-def test_probe_kernels_measure_something():
-    gflops, bits = probe.fma_peak_gflops("float32", threads=1, seconds=0.005)
-    assert gflops > 0.1 and bits in (128, 256, 512)
-    gbs, method = probe.memory_gbs(threads=2, nbytes=4 << 20)
-    assert gbs > 0.01 and "bytes read + written" in method
+def test_probe_kernels_measure_something(monkeypatch):
+    monkeypatch.setattr(probe, "_BUDGET_S", 0.1)
+    gflops, bits, contended = probe.fma_peak_gflops("float32", threads=1, seconds=0.005)
+    assert gflops > 0.1 and bits in (128, 256, 512) and contended in (True, False)
+    gbs, contended = probe.memory_gbs(threads=2, nbytes=4 << 20)
+    assert gbs > 0.01 and contended in (True, False)
+
+
+def test_probe_prefers_uncontended_runs(monkeypatch):
+    runs = iter([(1.0, [0.5, 1.0]), (2.0, [2.0, 2.0]), (1.0, [0.95, 0.95])] + [(4.0, [1.0, 1.0])] * 100)
+    monkeypatch.setattr(probe, "_parallel_run", lambda work, threads: next(runs))
+    monkeypatch.setattr(probe, "_MIN_RUNS", 3)
+    # runs 2 and 3 were uncontended (CPU >= 90 % of wall): the best of them, amount / wall
+    assert probe._best_rate(None, 2, 10.0) == (10.0, False)
+    monkeypatch.setattr(probe, "_BUDGET_S", 0.0)
+    # never uncontended: the best per-thread rate over CPU time, flagged
+    assert probe._best_rate(None, 2, 10.0) == (10.0, True)
 
 
 def test_probe_is_cached_per_thread_count(monkeypatch):
@@ -371,15 +383,18 @@ def test_probe_is_cached_per_thread_count(monkeypatch):
 
     def fake_measure(threads):
         measured.append(threads)
-        return {"threads": threads, "fma_peak_gflops": {"float32": 1.0, "float64": 0.5}, "memory_gbs": 2.0}
+        return {"threads": threads, "fma_peak_gflops": {"float32": 1.0, "float64": 0.5}, "memory_gbs": 2.0,
+                "contended": threads == 3}
 
     monkeypatch.setattr(probe, "measure", fake_measure)
     assert probe.get(2)["cached"] is False
     assert probe.get(2) == {"threads": 2, "fma_peak_gflops": {"float32": 1.0, "float64": 0.5}, "memory_gbs": 2.0,
-                            "cached": True}
+                            "contended": False, "cached": True}
     probe.get(1)
     probe.get(2, refresh=True)
-    assert measured == [2, 1, 2]
+    probe.get(3)
+    probe.get(3)  # a contended probe is not cached: measured again
+    assert measured == [2, 1, 2, 3, 3]
 
 
 # --------------------------------------------------------------------------- cache
@@ -387,13 +402,15 @@ def test_probe_is_cached_per_thread_count(monkeypatch):
 def test_cache_round_trip_and_keys(tmp_path):
     assert cache.get("tuning", {"op": "conv"}) is None
     cache.put("tuning", {"op": "conv"}, {"algo": "direct", "tile": [4, 8]})
+    cache.put("tuning", {"op": "pool", "kernel": (2, 2)}, 7)  # tuples are stored as JSON lists
+    assert cache.get("tuning", {"op": "pool", "kernel": (2, 2)}) == 7 == cache.get("tuning", {"op": "pool", "kernel": [2, 2]})
     assert cache.get("tuning", {"op": "conv"}) == {"algo": "direct", "tile": [4, 8]}
     assert cache.get("tuning", {"op": "conv", "dtype": "float64"}) is None  # the caller's key
     assert cache.get("tuning", {"op": "conv"}, threads=fastconv.get_num_threads() + 1) is None  # threads
     assert cache.get("other", {"op": "conv"}) is None  # namespace
     files = list((tmp_path / "cache" / "tuning").iterdir())
-    assert len(files) == 1 and files[0].suffix == ".json"
-    stored = json.loads(files[0].read_text())
+    assert len(files) == 2 and all(f.suffix == ".json" for f in files)
+    stored = next(s for s in map(json.loads, (f.read_text() for f in files)) if s["key"]["key"] == {"op": "conv"})
     assert stored["key"]["cpu_model"] and stored["key"]["fastconv"] == fastconv.__version__
     assert "isa" in stored["key"] and stored["key"]["key"] == {"op": "conv"}
     with pytest.raises(ValueError, match="namespace"):

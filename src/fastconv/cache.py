@@ -54,13 +54,19 @@ def _full_key(namespace: str, key, threads: int | None) -> dict:
     }
 
 
-def _path(namespace: str, full_key: dict) -> Path:
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _locate(namespace: str, key, threads: int | None) -> tuple[dict, str, Path]:
+    """The full key, its canonical text (tuples and lists alike) and the entry's file."""
+    full_key = _full_key(namespace, key, threads)
     try:
-        canonical = json.dumps(full_key, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        canonical = _canonical(full_key)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"cache key must be a JSON value, got {full_key['key']!r}: {e}") from None
+        raise TypeError(f"cache key must be a JSON value, got {key!r}: {e}") from None
     digest = hashlib.sha256(canonical.encode()).hexdigest()
-    return directory() / namespace / f"{digest}.json"
+    return full_key, canonical, directory() / namespace / f"{digest}.json"
 
 
 def get(namespace: str, key, *, threads: int | None = None):
@@ -70,8 +76,7 @@ def get(namespace: str, key, *, threads: int | None = None):
     when that is not the current setting."""
     if not enabled():
         return None
-    full_key = _full_key(namespace, key, threads)
-    path = _path(namespace, full_key)
+    _, canonical, path = _locate(namespace, key, threads)
     try:
         with open(path, encoding="utf-8") as f:
             entry = json.load(f)
@@ -84,7 +89,7 @@ def get(namespace: str, key, *, threads: int | None = None):
         warnings.warn(f"fastconv cache: ignoring corrupt file {path}: not a {{'key', 'value'}} object",
                       RuntimeWarning, stacklevel=2)
         return None
-    if entry["key"] != full_key:  # a sha256 collision, or a file copied by hand
+    if _canonical(entry["key"]) != canonical:  # a sha256 collision, or a file copied by hand
         return None
     return entry["value"]
 
@@ -95,8 +100,7 @@ def put(namespace: str, key, value, *, threads: int | None = None) -> None:
     A cache that cannot be written (read-only home, full disk) costs a warning, not the run."""
     if not enabled():
         return
-    full_key = _full_key(namespace, key, threads)
-    path = _path(namespace, full_key)
+    full_key, _, path = _locate(namespace, key, threads)
     try:
         text = json.dumps({"key": full_key, "value": value}, indent=1, allow_nan=False)
     except (TypeError, ValueError) as e:

@@ -168,6 +168,9 @@ def _run(args) -> int:
               file=sys.stderr, end=" ", flush=True)
         machine_probe = probe.get(threads, refresh=args.reprobe)
         print("cached" if machine_probe["cached"] else "measured", file=sys.stderr)
+        if machine_probe.get("contended"):
+            print("warning: the machine is busy (no uncontended probe run): the peak and bandwidth are "
+                  "estimates and were not cached", file=sys.stderr)
     else:
         machine_probe = {}
     impl_names = backends + [peer_lib.peer_name(p, dev) for p, dev in peers]

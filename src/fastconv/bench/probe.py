@@ -10,12 +10,18 @@ accumulators, each `acc = fma(acc, m, c)` on the widest vector the ISA has (512-
 the 4-5 cycle FMA latency on current x86 and Arm cores, and 12 accumulators plus m and c fit in
 the 16 vector registers of AVX2. The kernel is called through ctypes, which releases the GIL, from
 `threads` Python threads at once, so the figure is the aggregate peak at that thread count
-(turbo and SMT effects included). Best of several runs: the peak is what the machine can do.
+(turbo and SMT effects included).
 
 Memory bandwidth: numpy copies of arrays far larger than the last-level cache, split across
 `threads` threads (numpy releases the GIL while copying). Counted as STREAM counts copy: bytes
 read + bytes written. Large memcpy uses non-temporal stores, so there is no hidden
-read-for-ownership traffic. Best of several runs.
+read-for-ownership traffic.
+
+Shared machines: a run in which another process took a thread's CPU says nothing about the
+machine. Each thread's CPU time (time.thread_time) is compared with the wall time; runs are short
+and repeated until one is uncontended, and the best uncontended run is the figure. When none is
+within the time budget, the figure falls back to work over CPU time (right for the FMA peak,
+optimistic for bandwidth), is marked "contended": true, and is not cached.
 """
 from __future__ import annotations
 
@@ -29,11 +35,16 @@ import numpy as np
 from .. import cache
 
 # Bump when the method changes: cached figures measured the old way are then ignored.
-PROBE_VERSION = 1
+PROBE_VERSION = 2
 ACCUMULATORS = 12
 UNROLL = 4  # iterations per loop trip, so the loop counter is negligible against the FMAs
 COPY_BYTES = 256 << 20  # per array, source and destination: 8x a 32 MB L3
-_RUNS = 5
+# A run counts when every thread was on a CPU for at least this share of the wall time; on a
+# shared machine short runs are repeated (at least _MIN_RUNS, then up to _BUDGET_S seconds) until
+# one is, and the best counting run is the figure.
+_UNCONTENDED = 0.9
+_MIN_RUNS = 5
+_BUDGET_S = 3.0
 
 
 def _vector_bits(features: str) -> int:
@@ -124,13 +135,17 @@ class _FmaKernel:
         return out.value
 
 
-def _parallel_seconds(work, threads: int) -> float:
-    """Wall time for `threads` threads each running work(index), started together."""
+def _parallel_run(work, threads: int) -> tuple[float, list[float]]:
+    """Wall time of `threads` threads each running work(index), started together, and the CPU
+    time each of them got."""
     barrier = threading.Barrier(threads + 1)
+    cpu = [0.0] * threads
 
     def body(index):
         barrier.wait()
+        start = time.thread_time()
         work(index)
+        cpu[index] = time.thread_time() - start
 
     pool = [threading.Thread(target=body, args=(i,)) for i in range(threads)]
     for t in pool:
@@ -139,13 +154,29 @@ def _parallel_seconds(work, threads: int) -> float:
     start = time.perf_counter()
     for t in pool:
         t.join()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu
 
 
-def fma_peak_gflops(dtype, threads: int, seconds: float = 0.2) -> tuple[float, int]:
-    """Best aggregate FMA throughput of `threads` threads, and the vector width used (bits)."""
+def _best_rate(work, threads: int, amount: float) -> tuple[float, bool]:
+    """The best aggregate rate (amount / wall time) over uncontended runs, and False; when no run
+    was uncontended within the time budget, the best sum of per-thread rates over CPU time, and
+    True. `amount` is split evenly over the threads."""
+    best_clean = best_cpu = 0.0
+    runs, deadline = 0, time.perf_counter() + _BUDGET_S
+    while runs < _MIN_RUNS or (not best_clean and time.perf_counter() < deadline):
+        wall, cpu = _parallel_run(work, threads)
+        runs += 1
+        if min(cpu) >= _UNCONTENDED * wall:
+            best_clean = max(best_clean, amount / wall)
+        best_cpu = max(best_cpu, sum(amount / threads / max(c, 1e-9) for c in cpu))
+    return (best_clean, False) if best_clean else (best_cpu, True)
+
+
+def fma_peak_gflops(dtype, threads: int, seconds: float = 0.05) -> tuple[float, int, bool]:
+    """Aggregate FMA throughput of `threads` threads, the vector width used (bits), and whether
+    the machine was too busy for an uncontended run."""
     kernel = _FmaKernel(dtype)
-    trips = 1 << 14
+    trips = 1 << 12
     while True:  # calibrate on one thread: about `seconds` per run
         start = time.perf_counter()
         kernel(trips)
@@ -154,12 +185,13 @@ def fma_peak_gflops(dtype, threads: int, seconds: float = 0.2) -> tuple[float, i
             break
         trips *= 4
     trips = max(1, int(trips * seconds / elapsed))
-    best = min(_parallel_seconds(lambda _: kernel(trips), threads) for _ in range(_RUNS))
-    return kernel.flops(trips) * threads / best / 1e9, kernel.vector_bits
+    rate, contended = _best_rate(lambda _: kernel(trips), threads, kernel.flops(trips) * threads)
+    return rate / 1e9, kernel.vector_bits, contended
 
 
-def memory_gbs(threads: int, nbytes: int = COPY_BYTES) -> tuple[float, str]:
-    """Best aggregate copy bandwidth (read + write bytes per second) of `threads` threads."""
+def memory_gbs(threads: int, nbytes: int = COPY_BYTES) -> tuple[float, bool]:
+    """Aggregate copy bandwidth (read + write bytes per second) of `threads` threads, and whether
+    the machine was too busy for an uncontended run."""
     src = np.ones(nbytes // 8, dtype=np.float64)  # ones, not empty: the pages must be mapped
     dst = np.zeros_like(src)
     bounds = np.linspace(0, src.size, threads + 1).astype(int)
@@ -168,42 +200,49 @@ def memory_gbs(threads: int, nbytes: int = COPY_BYTES) -> tuple[float, str]:
         lo, hi = bounds[index], bounds[index + 1]
         np.copyto(dst[lo:hi], src[lo:hi])
 
-    best = min(_parallel_seconds(copy, threads) for _ in range(_RUNS))
-    method = (f"numpy copy of {nbytes >> 20} MiB split over {threads} thread(s), "
-              f"bytes read + written, best of {_RUNS}")
-    return 2 * nbytes / best / 1e9, method
+    rate, contended = _best_rate(copy, threads, 2 * nbytes)
+    return rate / 1e9, contended
 
 
 def measure(threads: int) -> dict:
     """Measure everything now (a few seconds). A peak that cannot be measured is None."""
-    peaks, bits = {}, None
+    peaks, bits, busy_fma = {}, None, False
     for dtype in ("float32", "float64"):
         try:
-            gflops, bits = fma_peak_gflops(dtype, threads)
+            gflops, bits, busy = fma_peak_gflops(dtype, threads)
             peaks[dtype] = round(gflops, 2)
+            busy_fma |= busy
         except Exception as e:  # no LLVM target for this host: percentages of peak stay blank
             warnings.warn(f"FMA peak probe failed ({type(e).__name__}: {e}); % of peak will be blank",
                           RuntimeWarning, stacklevel=2)
             peaks[dtype] = None
-    gbs, memory_method = memory_gbs(threads)
+    gbs, busy_memory = memory_gbs(threads)
+
+    def how(busy):
+        return "CPU-time estimate, no uncontended run" if busy else "best uncontended run"
+
     return {
         "threads": threads,
         "fma_peak_gflops": peaks,
         "fma_method": (f"llvmlite-jit loop of {ACCUMULATORS} independent {bits}-bit vector FMA chains "
-                       f"per thread, {threads} thread(s), best of {_RUNS}") if bits else None,
+                       f"per thread, {threads} thread(s), {how(busy_fma)}") if bits else None,
         "memory_gbs": round(gbs, 2),
-        "memory_method": memory_method,
+        "memory_method": (f"numpy copy of {COPY_BYTES >> 20} MiB split over {threads} thread(s), "
+                          f"bytes read + written, {how(busy_memory)}"),
+        "contended": busy_fma or busy_memory,
     }
 
 
 def get(threads: int, *, refresh: bool = False) -> dict:
     """The cached probe for this machine at `threads` threads, measured now when absent (or
-    when refresh is set). `cached` in the result says which."""
+    when refresh is set). `cached` in the result says which. Figures measured on a machine too
+    busy for one uncontended run are returned but not cached, so that a quieter run replaces them."""
     key = {"probe": PROBE_VERSION}
     if not refresh:
         hit = cache.get("probe", key, threads=threads)
         if hit is not None:
             return dict(hit, cached=True)
     result = measure(threads)
-    cache.put("probe", key, result, threads=threads)
+    if not result["contended"]:
+        cache.put("probe", key, result, threads=threads)
     return dict(result, cached=False)

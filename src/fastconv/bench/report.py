@@ -139,7 +139,8 @@ class Table:
     @staticmethod
     def footer(doc: dict) -> str:
         lines = ["", "geomean over shapes (ratio = peer ms / fastconv ms, >1: fastconv faster; "
-                     "% of the probe's FMA peak for convs, of its copy bandwidth for pools)"]
+                     "% of the probe's FMA peak for convs, of its DRAM copy bandwidth for pools: "
+                     "above 100 when the data fits in cache)"]
         for name, g in doc["geomeans"].items():
             parts = []
             if "vs_peer" in g:
@@ -157,5 +158,6 @@ class Table:
         if probe:
             lines.append(f"  machine: FMA peak {peaks.get(dtype) or '?'} GFLOP/s ({dtype}), copy bandwidth "
                          f"{probe.get('memory_gbs') or '?'} GB/s at {probe.get('threads')} thread(s)"
-                         f"{' (cached probe)' if probe.get('cached') else ''}")
+                         f"{' (cached probe)' if probe.get('cached') else ''}"
+                         f"{' (busy machine: estimates)' if probe.get('contended') else ''}")
         return "\n".join(lines)

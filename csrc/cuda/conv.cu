@@ -209,10 +209,12 @@ __global__ void __launch_bounds__(kGemmThreads)
                           T* __restrict__ gx, ConvGeom g, i64 z0) {
   constexpr int BM = TileShape<TM, TN>::BM, BN = TileShape<TM, TN>::BN;
   const int sh = int(g.sh), sw = int(g.sw), H = int(g.H), W = int(g.W);
-  const int z = int(z0 + blockIdx.z), phases = sh * sw, group = z / phases, phase = z - group * phases;
-  const int ah = phase / sw, aw = phase - ah * sw;
-  const int rows_here = ah < H ? (H - ah + sh - 1) / sh : 0;
-  const int cols_here = aw < W ? (W - aw + sw - 1) / sw : 0;
+  // Residues >= H (or W) hold no pixel: only min(sh, H) x min(sw, W) phases are launched.
+  const int phases_h = min32(sh, H), phases_w = min32(sw, W);
+  const i64 z = z0 + blockIdx.z, phases = i64(phases_h) * phases_w;
+  const int group = int(z / phases), phase = int(z - group * phases);
+  const int ah = phase / phases_w, aw = phase - ah * phases_w;
+  const int rows_here = (H - ah + sh - 1) / sh, cols_here = (W - aw + sw - 1) / sw;  // both >= 1
   const i64 pixels = i64(rows_here) * cols_here, columns = g.N * pixels;
   const i64 n0 = i64(blockIdx.x) * BN;
   // The grid is sized for the largest phase; smaller phases leave whole blocks idle. The test
@@ -233,7 +235,7 @@ __global__ void __launch_bounds__(kGemmThreads)
     load_b.valid = n < columns;
     const i64 b = load_b.valid ? n / pixels : 0;
     const int q = int(n - b * pixels);
-    load_b.u = q / cols_here;  // cols_here > 0 here: columns > 0
+    load_b.u = q / cols_here;
     load_b.v = q - load_b.u * cols_here;
     load_b.image = gy + (b * g.K + i64(group) * Kg) * P;
     load_b.plane = P;

@@ -221,8 +221,9 @@ def plan_conv_backward_data(gy, w, bias, gx, g):
     largest_phase = _ceil_div(g.H, g.stride_h) * _ceil_div(g.W, g.stride_w)
     grid_x = _ceil_div(g.N * largest_phase, 16 * tile[1])
     grid_y = _ceil_div(Cg, 16 * tile[0])
+    phases = min(g.stride_h, g.H) * min(g.stride_w, g.W)  # residues >= H or W hold no pixel
     return _gemm_launches(gemm_kernel("fc_conv_backward_data", gy.dtype, tile), grid_x, grid_y,
-                          g.groups * g.stride_h * g.stride_w, (gy, w, bias, gx, conv_geom(g)))
+                          g.groups * phases, (gy, w, bias, gx, conv_geom(g)))
 
 
 # Backward-weight split: enough blocks to fill a large GPU (about 4 per SM of a 132-SM H100),

@@ -401,8 +401,8 @@ def _poisoned(x, rng):
     """NaN and -inf entries, and a whole -inf plane (torch's first-in-bounds-tap index)."""
     x = x.copy()
     flat = x.reshape(-1)
-    flat[rng.choice(flat.size, 3, replace=False)] = np.nan
-    flat[rng.choice(flat.size, 5, replace=False)] = -np.inf
+    flat[rng.choice(flat.size, min(3, flat.size), replace=False)] = np.nan
+    flat[rng.choice(flat.size, min(5, flat.size), replace=False)] = -np.inf
     x[0, 0] = -np.inf
     return x
 
@@ -449,3 +449,83 @@ def test_emulated_avg_pool(emulator, case, dtype, rng, tmp_path):
     gx = np.empty(g.x_shape, dtype)
     emulator.run(cb.plan_avg_pool_backward(gy, gx, g), tmp_path)
     np.testing.assert_array_equal(gx, ref.avg_pool_backward(gy, g))
+
+
+def _random_conv(rng, dtype):
+    """A random valid conv2d problem (tensors and geometry), small enough to emulate quickly."""
+    while True:
+        groups = int(rng.choice([1, 1, 2, 3]))
+        Cg, Kg = int(rng.integers(1, 6)), int(rng.choice([1, 3, 17, 33, 65]))
+        R, S = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        padding = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+        N, H, W = int(rng.integers(1, 4)), int(rng.integers(1, 12)), int(rng.integers(1, 12))
+        x = rng.standard_normal((N, Cg * groups, H, W)).astype(dtype)
+        w = rng.standard_normal((Kg * groups, Cg, R, S)).astype(dtype)
+        try:
+            _, x, w, _, _, g, _ = P.conv_params(x, w, None, stride, padding, dilation, groups)
+        except ValueError:
+            continue
+        return x, w, g
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_random_convs(emulator, dtype, tmp_path, monkeypatch):
+    """40 random geometries, all three conv kernels, in one emulator run."""
+    monkeypatch.setattr(cb, "MIN_SPLIT", 64)  # reach the split path on small problems too
+    rng = np.random.default_rng(7)
+    launches, checks = [], []
+    for _ in range(40):
+        x, w, g = _random_conv(rng, dtype)
+        bias = rng.standard_normal(g.K).astype(dtype)
+        gy = rng.standard_normal(g.y_shape).astype(dtype)
+        y, gx, gw = np.empty(g.y_shape, dtype), np.empty(g.x_shape, dtype), np.empty(g.w_shape, dtype)
+        launches += cb.plan_conv_forward(x, w, bias, y, g)
+        launches += cb.plan_conv_backward_data(gy, w, None, gx, g)
+        launches += cb.plan_conv_backward_weight(gy, x, gw, g, lambda shape, dt: np.empty(shape, dt))
+        checks += [(g, y, ref.conv_forward(x, w, bias, g)), (g, gx, ref.conv_backward_data(gy, w, None, g)),
+                   (g, gw, ref.conv_backward_weight(gy, x, g))]
+    emulator.run(launches, tmp_path)
+    for g, got, want in checks:
+        try:
+            _assert_close(got, want, dtype)
+        except AssertionError as e:
+            raise AssertionError(f"{g}\n{e}") from None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_random_pools(emulator, dtype, tmp_path):
+    """60 random max- and avg-pool geometries, forward and backward, in one emulator run; same bits."""
+    rng = np.random.default_rng(11)
+    launches, checks = [], []
+    while len(checks) < 4 * 30:
+        kernel = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        padding = (int(rng.integers(0, kernel[0] // 2 + 1)), int(rng.integers(0, kernel[1] // 2 + 1)))
+        dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        ceil_mode = bool(rng.integers(0, 2))
+        x = _poisoned(rng.standard_normal((2, 2, int(rng.integers(1, 10)), int(rng.integers(1, 10)))).astype(dtype),
+                      rng)
+        try:
+            _, x, _, gm, _ = P.pool_params("max_pool2d", x, kernel, stride, padding, dilation, ceil_mode)
+            _, x, _, ga, _ = P.pool_params("avg_pool2d", x, kernel, stride, padding, 1, ceil_mode,
+                                           count_include_pad=bool(rng.integers(0, 2)),
+                                           divisor_override=[None, 3][int(rng.integers(0, 2))])
+        except ValueError:
+            continue
+        y, indices = np.empty(gm.y_shape, dtype), np.empty(gm.y_shape, np.int64)
+        want_y, want_indices = ref.max_pool_forward(x, gm)
+        gy = rng.standard_normal(gm.y_shape).astype(dtype)
+        gx = np.empty(gm.x_shape, dtype)
+        launches += cb.plan_max_pool_forward(x, y, indices, gm)
+        launches += cb.plan_max_pool_backward(gy, want_indices, gx, gm)
+        checks += [(gm, y, want_y), (gm, indices, want_indices), (gm, gx, ref.max_pool_backward(gy, want_indices, gm))]
+        ya, gya = np.empty(ga.y_shape, dtype), rng.standard_normal(ga.y_shape).astype(dtype)
+        gxa = np.empty(ga.x_shape, dtype)
+        launches += cb.plan_avg_pool_forward(x, ya, ga)
+        launches += cb.plan_avg_pool_backward(gya, gxa, ga)
+        checks += [(ga, ya, ref.avg_pool_forward(x, ga)), (ga, gxa, ref.avg_pool_backward(gya, ga))]
+    emulator.run(launches, tmp_path)
+    for g, got, want in checks:
+        np.testing.assert_array_equal(got, want, err_msg=str(g))

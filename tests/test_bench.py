@@ -141,7 +141,7 @@ def test_bench_json_schema(bench_doc):
     assert doc["settings"]["backends"] == CPU_BACKENDS and doc["settings"]["peers"] == ["torch"]
     assert doc["impls"] == CPU_BACKENDS + ["torch"]
     machine = doc["machine"]
-    for key in ("cpu_model", "cores", "isa_flags", "threads", "gpu", "versions", "probe"):
+    for key in ("cpu_model", "cores", "isa_flags", "threads", "gpu", "versions", "probe", "load_average"):
         assert key in machine
     assert {"fastconv", "numpy", "numba", "torch", "cupy"} <= set(machine["versions"])
     assert machine["probe"]["fma_peak_gflops"]["float32"] == 100.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import sys
 
 import fastconv
@@ -84,6 +85,14 @@ def _choose_peers(requested: list[str] | None, devices: list[str]) -> tuple[list
             else:
                 left_out[peer_lib.peer_name(peer, device)] = reason
     return chosen, left_out
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (None where the OS has none): a noisy run shows here."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _device(backend: str) -> str:
@@ -179,6 +188,11 @@ def _run(args) -> int:
 
     from tqdm import tqdm
 
+    load_before = _load_average()
+    if load_before and load_before[0] >= 0.5 * machine.cores():
+        print(f"note: load average {load_before[0]:.1f} on {machine.cores()} core(s): other work is running, "
+              f"timings will be noisy", file=sys.stderr)
+
     table = report.Table([s.name for s in selected], impl_names, ratio_columns)
     print(f"fastconv bench: {len(selected)} shape(s), {args.dtype}, {threads} thread(s), "
           f"median of {args.repeat} rounds, >= {args.min_time:g} ms per measurement")
@@ -196,7 +210,8 @@ def _run(args) -> int:
         "schema": report.SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "settings": settings,
-        "machine": {**machine.describe(), "probe": machine_probe},
+        "machine": {**machine.describe(), "probe": machine_probe,
+                    "load_average": {"start": load_before, "end": _load_average()}},
         "impls": impl_names,
         "unavailable": unavailable,
         "results": results,

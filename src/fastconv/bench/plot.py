@@ -20,13 +20,20 @@ def _figure(n_rows: int, bars_per_row: int, panels: int):
     return Figure(figsize=(7.5 * panels, height), layout="constrained")
 
 
-def _bars(ax, labels, series, log: bool):
-    """series: [(legend label, colour, direction, [value or None per label])]."""
+def _bars(ax, labels, series, log: bool, clip: float | None = None):
+    """series: [(legend label, colour, direction, [value or None per label])]. Bars longer than
+    `clip` are cut there and labelled with their value."""
     n = len(series)
     height = 0.8 / max(n, 1)
     for j, (legend, colour, direction, values) in enumerate(series):
         ys = [i - 0.4 + height * (j + 0.5) for i in range(len(labels))]
         xs = [v if v is not None else math.nan for v in values]
+        if clip is not None:
+            for y, x in zip(ys, xs):
+                if x > clip:
+                    ax.text(clip, y, f"{x:.0f} ", ha="right", va="center", fontsize=6,
+                            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8})
+            xs = [min(x, clip) for x in xs]
         # Ratios grow from 1 (left of it: slower, right: faster); other figures from 0.
         origin = 1.0 if log else 0.0
         ax.barh(ys, [x - origin for x in xs], left=origin, height=height, color=colour,
@@ -63,8 +70,9 @@ def bench_chart(doc: dict, path: str) -> None:
         for d in DIRECTIONS:
             values = [r["impls"].get(name, {}).get("vs_peer", {}).get(d) for r in results]
             if any(v is not None for v in values):
-                peer = next(r["impls"][name]["vs_peer"]["peer"] for r in results if "vs_peer" in r["impls"].get(name, {}))
-                ratio_series.append((f"{peer}/{name} {d}", colours[name], d, values))
+                overall = doc["geomeans"][name]["vs_peer"]
+                ratio_series.append((f"{overall['peer']}/{name} {d} (geomean {overall[d]:.2f}x)", colours[name], d,
+                                     values))
     peak_series = []
     for name in doc["impls"]:
         for d in DIRECTIONS:
@@ -79,7 +87,9 @@ def bench_chart(doc: dict, path: str) -> None:
     fig = _figure(len(labels), max(len(p) for p in panels) if panels else 1, max(len(panels), 1))
     axes = fig.subplots(1, max(len(panels), 1), sharey=True, squeeze=False)[0]
     s = doc["settings"]
-    fig.suptitle(f"fastconv bench: {doc['machine'].get('cpu_model')}, {s['threads']} thread(s), {s['dtype']}",
+    versions = doc["machine"].get("versions") or {}
+    libs = ", ".join(f"{k} {versions[k]}" for k in ("fastconv", "torch") if versions.get(k))
+    fig.suptitle(f"fastconv bench: {doc['machine'].get('cpu_model')}, {s['threads']} thread(s), {s['dtype']}; {libs}",
                  fontsize=10)
     k = 0
     if ratio_series:
@@ -90,8 +100,12 @@ def bench_chart(doc: dict, path: str) -> None:
         k += 1
     if peak_series:
         ax = axes[k]
-        _bars(ax, labels, peak_series, log=False)
-        ax.set_xlabel("% of machine peak (convs: FMA peak; pools: copy bandwidth)")
+        # Pools whose data fits in cache beat the DRAM bandwidth: cut at 120 % and labelled, so
+        # that they do not squash the convolutions' bars.
+        _bars(ax, labels, peak_series, log=False, clip=120.0)
+        ax.axvline(100.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_xlim(0, 120)
+        ax.set_xlabel("% of machine peak (convs: FMA peak; pools: DRAM copy bandwidth)")
     fig.savefig(path, dpi=110)
 
 

@@ -4,7 +4,8 @@ The bench result document (what `bench --json` writes, what `compare` reads):
 
     {"schema": "fastconv-bench/1", "created": ISO time,
      "settings": {"shapes_file", "only", "dtype", "threads", "repeat", "min_time_ms", "backends", "peers"},
-     "machine": fastconv.machine.describe() + {"probe": bench.probe result},
+     "machine": fastconv.machine.describe() + {"probe": bench.probe result,
+                                               "load_average": {"start", "end": [1, 5, 15 min] | null}},
      "impls": [names in column order], "unavailable": {name: reason},
      "results": [{"name", "group", "op", "shape": the shape's fields,
                   "flops": {"forward", "backward"} | null, "bytes": {"forward", "backward"} | null,

@@ -353,6 +353,7 @@ def test_timing_calibrates_and_interleaves():
     ra, rb = out["a"]["reps"], out["b"]["reps"]
     # after calibration (and warm-up), three rounds in rotated order: a b, b a, a b
     assert calls[-3 * (ra + rb):] == ["a"] * ra + ["b"] * rb + ["b"] * rb + ["a"] * ra + ["a"] * ra + ["b"] * rb
+    assert timing.rounds({}, repeat=3, min_time=1e-4) == {}
     assert timing.calibrate(lambda: None, 2e-3) * 1e-9 < 1  # returns, however fast the call
     assert timing.geomean([1.0, 4.0, None]) == pytest.approx(2.0) and timing.geomean([]) is None
 

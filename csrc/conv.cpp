@@ -57,9 +57,14 @@ template <class T>
 void conv_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
   constexpr int64_t NR = MicroTile<T>::NR;
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, taps = g.R * g.S, rows = Cg * taps, P = g.OH * g.OW;
-  int64_t* offs = static_cast<int64_t*>(thread_workspace(sizeof(int64_t) * (g.R + g.S), kSlotShared));
+  // Shared: the tap offsets, then the weights packed once into MR-row panels per group.
+  const int64_t offs_bytes = round_up(sizeof(int64_t) * (g.R + g.S), 64), per_group = packed_a_size<T>(Kg, rows);
+  char* shared = static_cast<char*>(thread_workspace(offs_bytes + sizeof(T) * per_group * g.groups, kSlotShared));
+  int64_t* offs = reinterpret_cast<int64_t*>(shared);
+  T* packed_w = reinterpret_cast<T*>(shared + offs_bytes);
   for (int64_t r = 0; r < g.R; ++r) offs[r] = r * g.dh - g.ph;
   for (int64_t s = 0; s < g.S; ++s) offs[g.R + s] = s * g.dw - g.pw;
+  for (int64_t gi = 0; gi < g.groups; ++gi) pack_a<T>(Kg, rows, w + gi * Kg * rows, rows, 1, packed_w + gi * per_group);
   const PatchSpec spec{g.H, g.W, g.R, g.S, g.sh, g.sw, g.OW, offs, offs + g.R};
   const int64_t tile = choose_tile<T>(rows, P, g.N * g.groups), ntiles = ceil_div(P, tile);
 
@@ -74,7 +79,7 @@ void conv_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y
     if (bias)
       for (int64_t k = 0; k < Kg; ++k)
         for (int64_t t = 0; t < np; ++t) out[k * P + t] = bias[gi * Kg + k];
-    gemm_panels<T>(Kg, np, rows, w + gi * Kg * rows, rows, patches, ldb, out, P, bias != nullptr);
+    gemm_packed<T>(Kg, np, rows, packed_w + gi * per_group, patches, ldb, out, P, bias != nullptr);
   });
 }
 
@@ -91,7 +96,7 @@ void conv_backward_data(const ConvGeom& g, const T* gy, const T* w, const T* bia
   // Shared layout: [taps per residue h (sh) | w (sw)] [offsets h (sh*R) | w (sw*S)] [taps r (sh*R) | s (sw*S)]
   //                [packed weight base per phase (phases)] then the packed weights.
   const int64_t table_ints = 2 * (g.sh + g.sw) + 2 * (g.sh * g.R + g.sw * g.S) + phases;
-  const int64_t wsize = g.K * Cg * g.R * g.S;
+  const int64_t wsize = g.groups * round_up(Cg, MicroTile<T>::MR) * Kg * g.R * g.S;  // all phases, packed
   char* shared = static_cast<char*>(thread_workspace(sizeof(int64_t) * table_ints + sizeof(T) * wsize + 64, kSlotShared));
   int64_t* ntap_h = reinterpret_cast<int64_t*>(shared);
   int64_t* ntap_w = ntap_h + g.sh;
@@ -118,19 +123,25 @@ void conv_backward_data(const ConvGeom& g, const T* gy, const T* w, const T* bia
   build_taps(g.sh, g.ph, g.dh, g.R, ntap_h, off_h, tap_h);
   build_taps(g.sw, g.pw, g.dw, g.S, ntap_w, off_w, tap_w);
 
-  // packed[phase][group][c][(k*Th + i)*Tw + j] = w[group*Kg + k][c][tap_h[i]][tap_w[j]]
+  // Per phase and group, the Cg x (Kg*Th*Tw) matrix A[c][(k*Th + i)*Tw + j] =
+  // w[group*Kg + k][c][tap_h[i]][tap_w[j]], packed into MR-row panels for gemm_packed.
+  constexpr int64_t MR = MicroTile<T>::MR;
+  const int64_t cg_padded = round_up(Cg, MR);
   int64_t base = 0;
   for (int64_t ph = 0; ph < phases; ++ph) {
     const int64_t ah = ph / g.sw, aw = ph % g.sw, Th = ntap_h[ah], Tw = ntap_w[aw], kd = Kg * Th * Tw;
     phase_base[ph] = base;
-    for (int64_t gi = 0; gi < g.groups; ++gi)
-      for (int64_t c = 0; c < Cg; ++c)
+    for (int64_t gi = 0; gi < g.groups; ++gi) {
+      T* a = packed + base + gi * cg_padded * kd;
+      for (int64_t c = 0; c < cg_padded; ++c)
         for (int64_t k = 0; k < Kg; ++k)
           for (int64_t i = 0; i < Th; ++i)
             for (int64_t j = 0; j < Tw; ++j)
-              packed[base + (gi * Cg + c) * kd + (k * Th + i) * Tw + j] =
-                  w[(((gi * Kg + k) * Cg + c) * g.R + tap_h[ah * g.R + i]) * g.S + tap_w[aw * g.S + j]];
-    base += g.groups * Cg * kd;
+              a[(c / MR) * MR * kd + ((k * Th + i) * Tw + j) * MR + c % MR] =
+                  c < Cg ? w[(((gi * Kg + k) * Cg + c) * g.R + tap_h[ah * g.R + i]) * g.S + tap_w[aw * g.S + j]]
+                         : T(0);
+    }
+    base += g.groups * cg_padded * kd;
   }
 
   const int64_t max_rows = ceil_div(g.H, g.sh), max_cols = ceil_div(g.W, g.sw);
@@ -153,7 +164,7 @@ void conv_backward_data(const ConvGeom& g, const T* gy, const T* w, const T* bia
     gather_patch_rows(spec, gy + (n * g.K + gi * Kg) * P, 0, kd, q0, nq, patches, ldb, 1);
     for (int64_t r = 0; r < kd; ++r)
       for (int64_t t = nq; t < ldb; ++t) patches[r * ldb + t] = T(0);
-    gemm_panels<T>(Cg, nq, kd, packed + phase_base[ph] + gi * Cg * kd, kd, patches, ldb, result, ldb, false);
+    gemm_packed<T>(Cg, nq, kd, packed + phase_base[ph] + gi * cg_padded * kd, patches, ldb, result, ldb, false);
 
     for (int64_t c = 0; c < Cg; ++c) {
       const T b = bias ? bias[gi * Cg + c] : T(0);
@@ -171,7 +182,7 @@ void conv_backward_data(const ConvGeom& g, const T* gy, const T* w, const T* bia
 // Tasks own disjoint blocks of grad_w (group x block of patch rows x block of k) and each
 // reduces over the whole batch in a fixed order, so there are no partial sums to merge and
 // no atomics. The patch tile is gathered transposed (pixels x rows) so the reduction runs
-// along gemm_panels' kd loop.
+// along gemm_packed's kd loop.
 template <class T>
 void conv_backward_weight(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
   constexpr int64_t NR = MicroTile<T>::NR, MR = MicroTile<T>::MR;
@@ -194,6 +205,7 @@ void conv_backward_weight(const ConvGeom& g, const T* gy, const T* x, T* gw, int
     const int64_t k0 = kb * k_block, nk = min64(k_block, Kg - k0);
     T* acc = static_cast<T*>(thread_workspace(sizeof(T) * nk * ldb, kSlotTile2));
     T* patches = static_cast<T*>(thread_workspace(sizeof(T) * tile * ldb, kSlotTile));
+    T* packed_gy = static_cast<T*>(thread_workspace(sizeof(T) * packed_a_size<T>(nk, tile), kSlotPackA));
     for (int64_t i = 0; i < nk * ldb; ++i) acc[i] = T(0);
     for (int64_t i = 0; i < tile * ldb; ++i) patches[i] = T(0);  // padding columns stay zero
     for (int64_t n = 0; n < g.N; ++n) {
@@ -202,7 +214,8 @@ void conv_backward_weight(const ConvGeom& g, const T* gy, const T* x, T* gw, int
       for (int64_t t = 0; t < ntiles; ++t) {
         const int64_t p0 = t * tile, np = min64(tile, P - p0);
         gather_patch_rows(spec, xs, row0, nrows, p0, np, patches, 1, ldb);
-        gemm_panels<T>(nk, nrows, np, gys + p0, P, patches, ldb, acc, ldb, true);
+        pack_a<T>(nk, np, gys + p0, P, 1, packed_gy);
+        gemm_packed<T>(nk, nrows, np, packed_gy, patches, ldb, acc, ldb, true);
       }
     }
     for (int64_t k = 0; k < nk; ++k)

@@ -1,14 +1,17 @@
-// The register-blocked inner kernel: C[MR x NR] (+)= A[MR x kd] * B[kd x NR].
+// The register-blocked inner kernel: C[MR x NR] (+)= A[MR x kd] * B[kd x NR], and the
+// cache-blocked loop around it (BLIS's macro-kernel).
 //
 // Written with GCC vector extensions, so this one source is the AVX2+FMA kernel when its
 // translation unit is compiled with -mavx2 -mfma (two 256-bit accumulators per row, the
-// multiply-add contracted to vfmadd) and a correct SSE2 kernel otherwise. MR = 6 rows x two
-// vectors = 12 accumulators + 2 B vectors + 1 broadcast A = 15 of the 16 ymm registers
-// (the BLIS haswell sgemm shape, 6x16 for float, 6x8 for double).
+// multiply-add contracted to vfmadd231) and a correct SSE2 kernel otherwise. MR = 6 rows x
+// two vectors = 12 accumulators + 2 B vectors + 1 broadcast A = 15 of the 16 ymm registers
+// (the BLIS haswell sgemm shape: 6x16 for float, 6x8 for double).
 //
-// A is read in place (row i at A + i*lda, so weights and grad_out rows need no packing);
-// B is a packed panel of exactly NR columns (row p at B + p*ldb), zero-padded by the
-// caller, so the kernel has no column remainder; C's valid columns are n_valid <= NR.
+// Both operands are packed by the caller so the kernel reads them sequentially and has no
+// remainder branches: A in MR-row panels ([kd][MR] per panel, rows past m zero-filled) and B
+// as rows of a matrix whose width ldb is a multiple of NR (columns past n zero-filled). Only
+// the valid m_valid x n_valid corner of C is written; C is never read unless accumulating
+// (so it may hold garbage, even NaN, before the first write).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -28,29 +31,29 @@ struct MicroTile {
   static constexpr int NR = 2 * Vec<T>::kLanes;  // 16 floats, 8 doubles
 };
 
-// accumulate == false: C is overwritten (never read, so it may hold garbage or NaN).
-template <class T, int M>
-static inline void microkernel(int64_t kd, const T* __restrict A, int64_t lda, const T* __restrict B,
-                               int64_t ldb, T* __restrict C, int64_t ldc, int n_valid, bool accumulate) {
+template <class T>
+static inline void microkernel(int64_t kd, const T* __restrict a_panel, const T* __restrict B, int64_t ldb,
+                               T* __restrict C, int64_t ldc, int m_valid, int n_valid, bool accumulate) {
   typedef typename Vec<T>::type V;
-  constexpr int L = Vec<T>::kLanes;
-  V acc[M][2];
+  constexpr int L = Vec<T>::kLanes, MR = MicroTile<T>::MR;
+  V acc[MR][2];
 #pragma GCC unroll 8
-  for (int i = 0; i < M; ++i) acc[i][0] = acc[i][1] = V{};
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = V{};
   for (int64_t p = 0; p < kd; ++p) {
     V b0, b1;
     std::memcpy(&b0, B + p * ldb, sizeof(V));
     std::memcpy(&b1, B + p * ldb + L, sizeof(V));
+    const T* a = a_panel + p * MR;
 #pragma GCC unroll 8
-    for (int i = 0; i < M; ++i) {
-      const V a = V{} + A[i * lda + p];
-      acc[i][0] += a * b0;
-      acc[i][1] += a * b1;
+    for (int i = 0; i < MR; ++i) {
+      // vector * scalar broadcasts the scalar (a vbroadcastss, no arithmetic on it)
+      acc[i][0] += b0 * a[i];
+      acc[i][1] += b1 * a[i];
     }
   }
-  if (n_valid == 2 * L) {
+  if (m_valid == MR && n_valid == 2 * L) {
 #pragma GCC unroll 8
-    for (int i = 0; i < M; ++i) {
+    for (int i = 0; i < MR; ++i) {
       T* c = C + i * ldc;
       if (accumulate) {
         V c0, c1;
@@ -63,7 +66,7 @@ static inline void microkernel(int64_t kd, const T* __restrict A, int64_t lda, c
       std::memcpy(c + L, &acc[i][1], sizeof(V));
     }
   } else {
-    for (int i = 0; i < M; ++i) {
+    for (int i = 0; i < m_valid; ++i) {
       T lanes[2 * L];
       std::memcpy(lanes, &acc[i][0], sizeof(V));
       std::memcpy(lanes + L, &acc[i][1], sizeof(V));
@@ -73,12 +76,34 @@ static inline void microkernel(int64_t kd, const T* __restrict A, int64_t lda, c
   }
 }
 
-// C[m x n] (+)= A[m x kd] * B[kd x n] where B is stored as ceil(n/NR) panels side by side
-// (row p of the whole B at B + p*ldb, ldb a multiple of NR, zero-padded past n).
-// Blocked over kd so that a B panel (kc x NR) stays in L1 while all of A's rows pass by.
+// Elements of the packed copy of an m x kd matrix.
 template <class T>
-static void gemm_panels(int64_t m, int64_t n, int64_t kd, const T* A, int64_t lda, const T* B, int64_t ldb,
-                        T* C, int64_t ldc, bool accumulate) {
+static inline int64_t packed_a_size(int64_t m, int64_t kd) {
+  constexpr int64_t MR = MicroTile<T>::MR;
+  return (m + MR - 1) / MR * MR * kd;
+}
+
+// Pack A (row i at A + i*lda, column p at + p*col_stride) into MR-row panels: panel b holds
+// rows b*MR .. b*MR+MR-1 as [kd][MR]; rows past m are zero.
+template <class T>
+static void pack_a(int64_t m, int64_t kd, const T* A, int64_t lda, int64_t col_stride, T* packed) {
+  constexpr int64_t MR = MicroTile<T>::MR;
+  for (int64_t i0 = 0; i0 < m; i0 += MR) {
+    T* panel = packed + i0 * kd;
+    const int64_t rows = m - i0 < MR ? m - i0 : MR;
+    for (int64_t p = 0; p < kd; ++p) {
+      for (int64_t i = 0; i < rows; ++i) panel[p * MR + i] = A[(i0 + i) * lda + p * col_stride];
+      for (int64_t i = rows; i < MR; ++i) panel[p * MR + i] = T(0);
+    }
+  }
+}
+
+// C[m x n] (+)= A[m x kd] * B[kd x n], A packed by pack_a, B a row-major matrix of width ldb
+// (a multiple of NR, zero past n). Blocked over kd so a B panel (KC x NR) stays in L1 while
+// all of A's panels pass by, and over n so that A's KC slice stays in L2.
+template <class T>
+static void gemm_packed(int64_t m, int64_t n, int64_t kd, const T* a_packed, const T* B, int64_t ldb, T* C,
+                        int64_t ldc, bool accumulate) {
   constexpr int MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;
   constexpr int64_t KC = 256;
   if (kd == 0) {
@@ -91,19 +116,9 @@ static void gemm_panels(int64_t m, int64_t n, int64_t kd, const T* A, int64_t ld
     const bool acc = accumulate || k0 > 0;
     for (int64_t j = 0; j < n; j += NR) {
       const int nv = static_cast<int>(n - j < NR ? n - j : NR);
-      const T* b = B + k0 * ldb + j;
-      int64_t i = 0;
-      for (; i + MR <= m; i += MR)
-        microkernel<T, MR>(kc, A + i * lda + k0, lda, b, ldb, C + i * ldc + j, ldc, nv, acc);
-      const T* a = A + i * lda + k0;
-      T* c = C + i * ldc + j;
-      switch (m - i) {
-        case 5: microkernel<T, 5>(kc, a, lda, b, ldb, c, ldc, nv, acc); break;
-        case 4: microkernel<T, 4>(kc, a, lda, b, ldb, c, ldc, nv, acc); break;
-        case 3: microkernel<T, 3>(kc, a, lda, b, ldb, c, ldc, nv, acc); break;
-        case 2: microkernel<T, 2>(kc, a, lda, b, ldb, c, ldc, nv, acc); break;
-        case 1: microkernel<T, 1>(kc, a, lda, b, ldb, c, ldc, nv, acc); break;
-        default: break;
+      for (int64_t i = 0; i < m; i += MR) {
+        const int mv = static_cast<int>(m - i < MR ? m - i : MR);
+        microkernel<T>(kc, a_packed + i * kd + k0 * MR, B + k0 * ldb + j, ldb, C + i * ldc + j, ldc, mv, nv, acc);
       }
     }
   }

@@ -9,7 +9,7 @@
 
 namespace fastconv {
 
-enum WorkspaceSlot { kSlotTile = 0, kSlotTile2 = 1, kSlotShared = 2, kNumSlots = 3 };
+enum WorkspaceSlot { kSlotTile = 0, kSlotTile2 = 1, kSlotPackA = 2, kSlotShared = 3, kNumSlots = 4 };
 
 // 64-byte aligned, at least `bytes` long, contents unspecified. Valid until the same thread
 // asks for the same slot again. Throws std::bad_alloc when the memory cannot be had.

@@ -539,3 +539,16 @@ def test_emulated_random_pools(emulator, dtype, tmp_path):
     emulator.run(launches, tmp_path)
     for g, got, want in checks:
         np.testing.assert_array_equal(got, want, err_msg=str(g))
+
+
+def test_emulated_empty_batch(emulator, rng, tmp_path):
+    """N = 0: nothing to launch except backward-weight, which must still write zeros."""
+    x = np.zeros((0, 3, 5, 5), np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    _, x, w, _, _, g, _ = P.conv_params(x, w, None, 1, 1, 1, 1)
+    y = np.empty(g.y_shape, np.float32)
+    assert cb.plan_conv_forward(x, w, None, y, g) == []
+    assert cb.plan_conv_backward_data(y, w, None, np.empty(g.x_shape, np.float32), g) == []
+    gw = np.full(g.w_shape, np.nan, np.float32)
+    emulator.run(cb.plan_conv_backward_weight(y, x, gw, g, lambda shape, dt: np.empty(shape, dt)), tmp_path)
+    np.testing.assert_array_equal(gw, 0)

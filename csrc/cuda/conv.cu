@@ -182,6 +182,21 @@ struct PhaseGradColumns {
   int OH, OW, Kd;
   PhaseTaps th, tw;
 
+  // n = (b, u, v) over the phase's `pixels`, `cols_here` of them per row.
+  __device__ PhaseGradColumns(const T* gy, const ConvGeom& g, int group, i64 n, i64 pixels, int cols_here,
+                              int Kd_, PhaseTaps th_, PhaseTaps tw_)
+      : Kd(Kd_), th(th_), tw(tw_) {
+    const int Kg = int(g.K / g.groups);
+    plane = g.OH * g.OW;
+    OH = int(g.OH), OW = int(g.OW);
+    valid = n < g.N * pixels;
+    const i64 b = valid ? n / pixels : 0;
+    const int q = int(n - b * pixels);
+    u = q / cols_here;
+    v = q - u * cols_here;
+    image = gy + (b * g.K + i64(group) * Kg) * plane;
+  }
+
   __device__ void operator()(int k0, T (&regs)[TN]) const {
     constexpr int BN = 16 * TN;
     const int kd = k0 + (int(threadIdx.x) / BN) * TN;
@@ -225,23 +240,10 @@ __global__ void __launch_bounds__(kGemmThreads)
   const PhaseTaps th = phase_taps(ah, sh, int(g.ph), int(g.dh), int(g.R));
   const PhaseTaps tw = phase_taps(aw, sw, int(g.pw), int(g.dw), int(g.S));
   const int Kd = Kg * th.count * tw.count;
-  const i64 P = g.OH * g.OW;
 
   const PhaseWeights<T, TM> load_a{w + (i64(group) * Kg * Cg + c0) * (g.R * g.S), Cg - c0, Cg, int(g.R * g.S),
                                    int(g.S), Kd, th, tw};
-  PhaseGradColumns<T, TN> load_b;
-  {
-    const i64 n = n0 + threadIdx.x % BN;
-    load_b.valid = n < columns;
-    const i64 b = load_b.valid ? n / pixels : 0;
-    const int q = int(n - b * pixels);
-    load_b.u = q / cols_here;
-    load_b.v = q - load_b.u * cols_here;
-    load_b.image = gy + (b * g.K + i64(group) * Kg) * P;
-    load_b.plane = P;
-    load_b.OH = int(g.OH), load_b.OW = int(g.OW), load_b.Kd = Kd;
-    load_b.th = th, load_b.tw = tw;
-  }
+  const PhaseGradColumns<T, TN> load_b(gy, g, group, n0 + threadIdx.x % BN, pixels, cols_here, Kd, th, tw);
   T acc[TM][TN];
   gemm_tile<T, TM, TN, false>(load_a, load_b, (Kd + kTileK - 1) / kTileK, acc);
 

@@ -4,15 +4,22 @@ This module allocates outputs, derives tile sizes from the shape (never from the
 count, so results do not depend on it), and sets the thread count and the threading layer;
 the kernels do everything else.
 
-Threading layer. Numba's default order picks 'tbb', then 'omp', then 'workqueue'; workqueue
-is not thread-safe (two Python threads launching parallel kernels at once abort the
-process), and our kernels release the GIL (nogil=True) so such launches do happen. Unless
-the user chose a layer (NUMBA_THREADING_LAYER), we ask for 'omp' first: it is thread-safe,
-it is the same libgomp the cpp backend runs on (one OpenMP runtime, one set of
-OMP_*/fork caveats for both CPU backends, no extra dependency), and 'tbb' needs the tbb
-package, absent from most environments. 'tbb' is the fallback. If the layer that is in
-force is still workqueue (neither library loads, the user forced it, or other code in the
-process launched Numba's threads first), every kernel call takes a process-wide lock.
+Threading layer (measured here, numba 0.68, 2 shared cores). Numba's default order is tbb,
+then omp, then workqueue; the choice is made once per process, at the first parallel launch.
+- workqueue is not thread-safe: two Python threads launching parallel kernels at once abort
+  the process, and our kernels release the GIL (nogil=True), so such launches do happen.
+- omp (GNU libgomp here) is thread-safe but (a) not fork-safe: Numba terminates a forked
+  child that launches a kernel, which breaks multiprocessing 'fork' pools and data loaders;
+  (b) libgomp's threads spin-wait at the barrier of Numba's statically split loop, so when
+  the cores are shared with other processes a descheduled worker stalls the caller for whole
+  scheduler slices: conv forward at 2 threads took 24-36 ms instead of 2.7 ms (1 thread:
+  2.5 ms; OMP_WAIT_POLICY=passive or workqueue: 2.7-2.9 ms).
+- tbb is thread-safe and fork-safe and steals work, but needs the tbb package (absent here).
+So, unless the user chose a layer (NUMBA_THREADING_LAYER), we ask for tbb when it loads and
+otherwise workqueue, whose workers sleep instead of spinning; whenever the layer in force is
+workqueue (ours, the user's, or set by other code that launched Numba's threads first), every
+kernel launch takes one process-wide lock, so concurrent calls queue instead of crashing.
+With two cores a second concurrent kernel would only time-share them anyway.
 """
 from __future__ import annotations
 
@@ -34,21 +41,19 @@ except ImportError as e:  # numba is a runtime dependency, but keep `backends()`
 else:
     _IMPORT_ERROR = None
 
-_THREADSAFE_LAYERS = ("omp", "tbb")
+# Layers whose launches may overlap across Python threads; any other (workqueue) is locked.
+_THREADSAFE_LAYERS = ("tbb", "omp")
 
 
 def _request_threading_layer():
     if os.environ.get("NUMBA_THREADING_LAYER") or _numba_config.THREADING_LAYER != "default":
         return  # the user's explicit choice wins
-    import importlib
-
-    for layer in _THREADSAFE_LAYERS:
-        try:
-            importlib.import_module(f"numba.np.ufunc.{layer}pool")
-        except ImportError:
-            continue
-        _numba_config.THREADING_LAYER = layer
-        return
+    try:
+        import numba.np.ufunc.tbbpool  # noqa: F401  (loads only when libtbb is installed)
+    except ImportError:
+        _numba_config.THREADING_LAYER = "workqueue"
+    else:
+        _numba_config.THREADING_LAYER = "tbb"
 
 
 if numba is not None:
@@ -97,12 +102,15 @@ def _kernel_call():
 
 # --------------------------------------------------------------------------- tile sizes
 # The patch tile (rows x tile) is kept near 256 KiB so that it stays in L2 while the weight
-# rows stream past it; tiles shrink (to 16 pixels at least) until there are 8 tasks, so two
-# cores stay busy and balanced on small problems. Same rules as csrc/conv.cpp.
+# rows stream past it (a 1 MiB tile halves gemm_acc's rate). Pixel tiles run over the
+# (image, pixel) axis, so they stay long for small images; they shrink until there are 8
+# tasks, so two cores stay busy and balanced on small problems, but not below 64 pixels,
+# below which gemm_acc's vector loop loses half its rate or more.
 
 _TILE_BYTES = 256 * 1024
 _MIN_TASKS = 8
 _GRAIN = 16
+_MIN_TILE = 64
 
 
 def _round_up(a, b):
@@ -111,10 +119,10 @@ def _round_up(a, b):
 
 def _choose_tile(rows, pixels, outer_tasks, itemsize):
     tile = _TILE_BYTES // (max(rows, 1) * itemsize)
-    tile = min(max(tile // _GRAIN * _GRAIN, _GRAIN), 1024)
+    tile = min(max(tile // _GRAIN * _GRAIN, _MIN_TILE), 1024)
     tile = min(tile, _round_up(max(pixels, 1), _GRAIN))
-    while outer_tasks * -(-pixels // tile) < _MIN_TASKS and tile > _GRAIN:
-        tile = max(_GRAIN, _round_up(tile // 2, _GRAIN))
+    while outer_tasks * -(-pixels // tile) < _MIN_TASKS and tile > _MIN_TILE:
+        tile = max(_MIN_TILE, _round_up(tile // 2, _GRAIN))
     return tile
 
 
@@ -142,7 +150,7 @@ def _phase_taps(stride, pad, dil, kernel):
 def conv_forward(x, w, bias, g):
     y = P.empty(np, "conv2d", g.y_shape, x.dtype)
     rows = (g.C // g.groups) * g.R * g.S
-    tile = _choose_tile(rows, g.out_h * g.out_w, g.N * g.groups, x.itemsize)
+    tile = _choose_tile(rows, g.N * g.out_h * g.out_w, g.groups, x.itemsize)
     with _kernel_call():
         _conv.conv_forward(x, w, _bias_or_empty(bias, x.dtype), y, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
                            g.dil_h, g.dil_w, g.groups, tile)
@@ -154,9 +162,8 @@ def conv_backward_data(gy, w, bias, g):
     ntap_h, off_h, tap_h = _phase_taps(g.stride_h, g.pad_h, g.dil_h, g.R)
     ntap_w, off_w, tap_w = _phase_taps(g.stride_w, g.pad_w, g.dil_w, g.S)
     phases = g.stride_h * g.stride_w
-    max_pixels = -(-g.H // g.stride_h) * -(-g.W // g.stride_w)
-    tile = _choose_tile((g.K // g.groups) * g.R * g.S // phases + 1, max_pixels, g.N * g.groups * phases,
-                        gy.itemsize)
+    max_pixels = g.N * -(-g.H // g.stride_h) * -(-g.W // g.stride_w)
+    tile = _choose_tile((g.K // g.groups) * g.R * g.S // phases + 1, max_pixels, g.groups * phases, gy.itemsize)
     with _kernel_call():
         _conv.conv_backward_data(gy, w, _bias_or_empty(bias, gy.dtype), gx, g.stride_h, g.stride_w, g.groups,
                                  ntap_h, off_h, tap_h, ntap_w, off_w, tap_w, tile)
@@ -167,16 +174,27 @@ def conv_backward_weight(gy, x, g):
     gw = P.empty(np, "conv2d_backward", g.w_shape, gy.dtype)
     rows = (g.C // g.groups) * g.R * g.S
     k_per_group = g.K // g.groups
-    row_block = min(_round_up(rows, _GRAIN), 8 * _GRAIN)
-    row_blocks = -(-rows // row_block)
-    k_block = k_per_group
-    if g.groups * row_blocks < _MIN_TASKS:
-        split = -(-_MIN_TASKS // (g.groups * row_blocks))
-        k_block = min(k_per_group, _round_up(-(-k_per_group // split), 4))
-    tile = min(max(_TILE_BYTES // (row_block * x.itemsize), _GRAIN), max(g.out_h * g.out_w, 1))
+    pixels = g.out_h * g.out_w
+    want_blocks = -(-_MIN_TASKS // g.groups)
+    # gemm_acc vectorises along the rows of gw (patch rows) unless they are few and the
+    # output channels many (a 1-channel input: 9 rows, 32 channels).
+    rows_inner = not (rows < 64 and k_per_group > rows)
+    if rows_inner:
+        row_block = min(_round_up(rows, _GRAIN), 8 * _GRAIN)
+        row_blocks = -(-rows // row_block)
+        k_block = k_per_group
+        if row_blocks < want_blocks:
+            split = -(-want_blocks // row_blocks)
+            k_block = min(k_per_group, _round_up(-(-k_per_group // split), 4))
+        tile = _TILE_BYTES // (row_block * x.itemsize)
+    else:
+        row_block = rows
+        k_block = min(k_per_group, max(_GRAIN, _round_up(-(-k_per_group // want_blocks), _GRAIN)))
+        tile = _TILE_BYTES // ((rows + k_block) * x.itemsize)
+    tile = min(max(tile, _GRAIN), pixels)
     with _kernel_call():
         _conv.conv_backward_weight(gy, x, gw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w,
-                                   g.groups, row_block, k_block, tile)
+                                   g.groups, row_block, k_block, tile, rows_inner)
     return gw
 
 

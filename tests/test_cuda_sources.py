@@ -20,6 +20,7 @@ import ctypes.util
 import glob
 import hashlib
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -67,6 +68,20 @@ def test_program_text_pastes_local_headers():
         assert "struct ConvGeom" in text and text.count("struct ConvGeom {") == 1
         for expr in cb.KERNELS[name]:
             assert expr.split("<")[0] in text
+
+
+def _struct_fields(text, name):
+    body = re.sub(r"//[^\n]*", "", text.split(f"struct {name} {{", 1)[1].split("};", 1)[0])
+    return [field.strip() for decl in body.split(";") if decl.strip()
+            for field in decl.strip().removeprefix("i64").split(",")]
+
+
+def test_geometry_records_match_the_kernel_structs():
+    """The numpy records CuPy passes by value have the kernels' field order, all int64."""
+    text = (CUDA_DIR / "common.cuh").read_text()
+    for record, struct_name in ((cb.CONV_GEOM, "ConvGeom"), (cb.POOL_GEOM, "PoolGeom")):
+        assert list(record.names) == _struct_fields(text, struct_name)
+        assert all(record[n] == np.int64 for n in record.names) and record.itemsize == 8 * len(record.names)
 
 
 def _instantiation_shim(name):
@@ -223,6 +238,39 @@ def test_reason_here_is_clear():
         assert reason and "cupy is not installed" in reason
     else:
         assert reason is None or len(reason) > 10
+
+
+def test_run_compiles_once_and_launches_like_rawkernel(monkeypatch):
+    """_run's use of CuPy: one RawModule per source and device, RawKernel-style calls."""
+    compiled, calls = [], []
+
+    class FakeModule:
+        def __init__(self, code, options, name_expressions):
+            compiled.append((code, options, tuple(name_expressions)))
+
+        def get_function(self, name):
+            return lambda grid, block, args: calls.append((name, grid, block, args))
+
+    fake = _fake_cupy(device_count=1)
+    fake.RawModule = FakeModule
+    fake.cuda.Device = lambda: types.SimpleNamespace(id=0)
+    monkeypatch.setattr(cb, "_cupy", fake)
+    cb._module.cache_clear()
+    cb._function.cache_clear()
+    try:
+        x = np.zeros((2, 3, 8, 8), np.float32)
+        _, x, _, g, _ = P.pool_params("max_pool2d", x, 2, 2, 0, 1, False)
+        y, indices = np.empty(g.y_shape, np.float32), np.empty(g.y_shape, np.int64)
+        for _ in range(2):
+            cb._run(cb.plan_max_pool_forward(x, y, indices, g))
+    finally:
+        cb._module.cache_clear()
+        cb._function.cache_clear()
+    assert compiled == [(cb.program_text("pool.cu"), cb.NVRTC_OPTIONS, cb.KERNELS["pool.cu"])]
+    assert len(calls) == 2
+    name, grid, block, args = calls[0]
+    assert name == "fc_max_pool_forward<float>" and block == (256, 1, 1) and grid[0] >= 1
+    assert args[:3] == (x, y, indices) and args[3].dtype == cb.POOL_GEOM and args[3].shape == (1,)
 
 
 # --------------------------------------------------------------------------- CPU emulation

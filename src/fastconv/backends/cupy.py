@@ -329,24 +329,37 @@ def _empty(op, shape, dtype):
     return P.empty(_cupy, op, shape, dtype)
 
 
+def _on_input_device(primitive):
+    """Allocate and launch on the GPU that holds the first array, whatever device is current."""
+    @functools.wraps(primitive)
+    def on_device(a, *args):
+        with a.device:
+            return primitive(a, *args)
+    return on_device
+
+
+@_on_input_device
 def conv_forward(x, w, bias, g):
     y = _empty("conv2d", g.y_shape, x.dtype)
     _run(plan_conv_forward(x, w, bias, y, g))
     return y
 
 
+@_on_input_device
 def conv_backward_data(gy, w, bias, g):
     gx = _empty("conv2d_backward", g.x_shape, gy.dtype)
     _run(plan_conv_backward_data(gy, w, bias, gx, g))
     return gx
 
 
+@_on_input_device
 def conv_backward_weight(gy, x, g):
     gw = _empty("conv2d_backward", g.w_shape, gy.dtype)
     _run(plan_conv_backward_weight(gy, x, gw, g, lambda shape, dtype: _empty("conv2d_backward", shape, dtype)))
     return gw
 
 
+@_on_input_device
 def max_pool_forward(x, g):
     y = _empty("max_pool2d", g.y_shape, x.dtype)
     indices = _empty("max_pool2d", g.y_shape, np.int64)
@@ -354,18 +367,21 @@ def max_pool_forward(x, g):
     return y, indices
 
 
+@_on_input_device
 def max_pool_backward(gy, indices, g):
     gx = _empty("max_pool2d_backward", g.x_shape, gy.dtype)
     _run(plan_max_pool_backward(gy, indices, gx, g))
     return gx
 
 
+@_on_input_device
 def avg_pool_forward(x, g):
     y = _empty("avg_pool2d", g.y_shape, x.dtype)
     _run(plan_avg_pool_forward(x, y, g))
     return y
 
 
+@_on_input_device
 def avg_pool_backward(gy, g):
     gx = _empty("avg_pool2d_backward", g.x_shape, gy.dtype)
     _run(plan_avg_pool_backward(gy, gx, g))

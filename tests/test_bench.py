@@ -501,3 +501,11 @@ def test_cuda_timing_uses_events_and_synchronises(monkeypatch):
     seconds = timing.seconds_per_call(lambda: log.append("call"), 4, device="cuda")
     assert seconds == pytest.approx(10.0 / 1e3 / 4)
     assert log == ["device sync", "record", "call", "call", "call", "call", "record", "event sync"]
+
+
+def test_plot_without_matplotlib_fails_before_the_run(monkeypatch, capsys):
+    from fastconv.bench import plot
+
+    monkeypatch.setattr(plot, "unavailable_reason", lambda: "--plot needs matplotlib")
+    assert cli.run(bench_args(plot="out.png")) == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err

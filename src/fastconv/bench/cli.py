@@ -150,6 +150,11 @@ def _run(args) -> int:
         raise UsageError(f"--repeat must be a positive integer, got {args.repeat}")
     if not args.min_time > 0:
         raise UsageError(f"--min-time must be positive, got {args.min_time}")
+    if args.plot:
+        from . import plot
+
+        if plot.unavailable_reason():
+            raise UsageError(plot.unavailable_reason())
     all_shapes = shape_lib.load(args.shapes)
     selected = shape_lib.select(all_shapes, args.only)
     if not selected:

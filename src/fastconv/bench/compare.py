@@ -167,6 +167,11 @@ def run(args) -> int:
     try:
         if len(args.files) < 2:
             raise CompareError("give two or more bench results to compare")
+        if args.plot:
+            from . import plot
+
+            if plot.unavailable_reason():
+                raise CompareError(plot.unavailable_reason())
         docs = [load(path) for path in args.files]
         labels = _labels(args.files, args.labels)
         impls = [s.strip() for s in args.impls.split(",") if s.strip()] if args.impls else None

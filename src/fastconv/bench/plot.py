@@ -13,6 +13,15 @@ from .workloads import DIRECTIONS
 _HATCH = {"forward": None, "backward": "///"}
 
 
+def unavailable_reason() -> str | None:
+    """None when charts can be drawn; checked before a long run, not after it."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "--plot needs matplotlib: pip install 'fastconv[plot]'"
+    return None
+
+
 def _figure(n_rows: int, bars_per_row: int, panels: int):
     from matplotlib.figure import Figure
 

@@ -57,9 +57,13 @@ def max_pool_backward(gy, indices, gx):
     for plane in prange(N * C):
         for i in range(H * W):
             gx_planes[plane, i] = 0.0
-        # Indices were range-checked in _params; scatter in output order like torch.
+        # Scatter in output order like torch. An index outside the plane (torch's forward emits
+        # one for a window lying entirely in the padding; a caller may pass anything) takes no
+        # gradient, as in torch.
         for o in range(outs):
-            gx_planes[plane, idx_planes[plane, o]] += gy_planes[plane, o]
+            i = idx_planes[plane, o]
+            if 0 <= i < H * W:
+                gx_planes[plane, i] += gy_planes[plane, o]
 
 
 @njit(cache=True, nogil=True)

@@ -169,7 +169,9 @@ def test_nvrtc_compiles(source, arch):
     lib = find_nvrtc()
     if lib is None:
         pytest.skip("no NVRTC library installed (CUDA toolkit or pip nvidia-cuda-nvrtc): NVRTC compile not checked")
-    options = [*cb.NVRTC_OPTIONS, f"--gpu-architecture={arch.replace('sm_', 'compute_')}"]
+    # The flags cupy's compiler adds to ours (cupy/cuda/compiler.py): a cubin for the device's
+    # arch, every function a device function by default, denormals flushed.
+    options = [*cb.NVRTC_OPTIONS, f"-arch={arch}", "--device-as-default-execution-space", "-ftz=true"]
     ok, log = nvrtc_compile(lib, cb.program_text(source, CUDA_DIR), source, cb.KERNELS[source], options)
     assert ok, log
     assert "warning" not in log.lower(), log
@@ -600,3 +602,10 @@ def test_emulated_empty_batch(emulator, rng, tmp_path):
     gw = np.full(g.w_shape, np.nan, np.float32)
     emulator.run(cb.plan_conv_backward_weight(y, x, gw, g, lambda shape, dt: np.empty(shape, dt)), tmp_path)
     np.testing.assert_array_equal(gw, 0)
+
+
+def test_planes_beyond_32_bit_indexing_are_refused():
+    g = P.ConvGeometry(N=1, C=1, H=2**16, W=2**15 + 1, K=1, R=1, S=1, groups=1, stride_h=1, stride_w=1, pad_h=0,
+                       pad_w=0, dil_h=1, dil_w=1, out_h=2**16, out_w=2**15 + 1)
+    with pytest.raises(ValueError, match="32-bit"):
+        cb.plan_conv_forward(None, None, None, None, g)

@@ -276,7 +276,7 @@ __global__ void __launch_bounds__(kGemmThreads)
 // Determinism: no atomics. Each block owns one BM x BN tile of grad_w for one split [q_begin,
 // q_end) of the reduction and sums it in a fixed order; with splits > 1 every split writes its
 // own slice of a workspace and fc_sum_splits adds the slices in split order. The split count
-// is a function of the shape alone (backends/cupy.py, _weight_splits), so every run, on any
+// is a function of the shape alone (backends/cupy.py, weight_splits), so every run, on any
 // GPU, gives the same bits.
 
 // A[m][q] = gy[b][k][p], q = b*P + p. k-fastest map: 16 consecutive q per half-warp.

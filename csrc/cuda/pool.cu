@@ -113,7 +113,7 @@ __global__ void fc_avg_pool_backward(const T* __restrict__ gy, T* __restrict__ g
     const i64 ow1 = min64((iw + g.pw) / g.sw + 1, g.OW);
     const T* grad = gy + plane * out_plane;
     // The reference adds tap by tap (window row i, then column j), which for one pixel visits
-    // the outputs from the last to the first: the same order here keeps the float64 sum exact.
+    // the outputs from the last to the first: the same order here gives the same float64 sum.
     double sum = 0.0;
     for (i64 oh = oh1 - 1; oh >= oh0; --oh)
       for (i64 ow = ow1 - 1; ow >= ow0; --ow) {

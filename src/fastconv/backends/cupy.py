@@ -17,10 +17,15 @@ Kernels (csrc/cuda/):
 
 Determinism: always on, every kernel gives the same bits on every run; no kernel uses atomics.
 Backward-weight is a fixed split of the N*OH*OW reduction (the split count is a function of
-the shape alone, _weight_splits) in which each thread block owns one grad_w tile and sums its
+the shape alone: weight_splits) in which each thread block owns one grad_w tile and sums its
 split in a fixed order; the splits' partial tiles are then added in split order by a second
 kernel. Both pooling backward passes are gathers: each input pixel sums, in a fixed order, the
 outputs whose window covers it (max-pool: those whose index names it, as PyTorch's CUDA kernel).
+
+Precision: products are summed in the input dtype in the conv kernels (as cuDNN without TF32);
+the pooling kernels sum in double and round once, in the reference's order, so they give its
+bits. CuPy compiles every module with -ftz=true, which cannot be overridden: float32 subnormals
+are flushed to zero inside these kernels (PyTorch's CUDA kernels keep them).
 
 Launch planning (plan_* below) is pure Python over array objects, apart from the CuPy calls
 that run the plans, so the tests can run the same plans through a CPU emulation of the

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import fastconv
 from fastconv import _params as P
@@ -15,13 +16,19 @@ shapes = json.loads((Path(fastconv.__file__).parent / "bench" / "seed_shapes.jso
 only = sys.argv[1] if len(sys.argv) > 1 else ""
 
 
+# Process CPU time at one thread: a measure of compute efficiency that other jobs on this
+# shared machine disturb much less than wall time does.
+fastconv.set_num_threads(1)
+torch.set_num_threads(1)
+
+
 def best(fn, reps=5):
     fn()
     out = []
     for _ in range(reps):
-        t = time.perf_counter()
+        t = time.process_time()
         fn()
-        out.append(time.perf_counter() - t)
+        out.append(time.process_time() - t)
     return min(out) * 1e3
 
 
@@ -46,4 +53,14 @@ for s in shapes:
              best(lambda: cpp.conv_backward_weight(x4, y, g)))
         names = ("fwd(=bwd_data)", "gx(=fwd)", "gw")
     gf = g.flops / 1e9
-    print(f"{s['name']:<42} " + "  ".join(f"{n} {ms:7.2f} ms {gf / ms * 1e3:5.1f} GF/s" for n, ms in zip(names, t)))
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    fn = torch.nn.functional.conv2d if s["op"] == "conv2d" else torch.nn.functional.conv_transpose2d
+    kw = dict(stride=s["stride"], padding=s["padding"], dilation=s["dilation"], groups=s["groups"])
+    if s["op"] != "conv2d":
+        kw["output_padding"] = s.get("output_padding", 0)
+    ty = fn(tx, tw, **kw)
+    gy = torch.ones_like(ty)
+    t_fwd = best(lambda: fn(tx, tw, **kw))
+    t_bwd = best(lambda: torch.autograd.grad(fn(tx, tw, **kw), (tx, tw), gy)) - t_fwd
+    print(f"{s['name'][:30]:<30} " + "  ".join(f"{n[:6]} {ms:6.2f}ms {gf / ms * 1e3:5.1f}GF" for n, ms in zip(names, t))
+          + f" | fwd x{t_fwd / t[0]:.2f} bwd x{t_bwd / (t[1] + t[2]):.2f}")

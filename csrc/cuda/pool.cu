@@ -6,10 +6,11 @@
 //
 // Both backward passes are gathers, never scatters: each input pixel sums, in a fixed order,
 // the outputs whose window covers it (PyTorch's CUDA max_pool_backward_nchw does the same), so
-// overlapping windows need no atomics and every run gives the same bits. Sums are taken in
-// double and rounded once, in the reference's order (backends/reference.py), so results match
-// it to the last bit. A max-pool gradient is routed only through outputs whose window covers
-// the pixel their index names; indices from max_pool2d always do.
+// overlapping windows need no atomics and every run gives the same bits. Max-pool sums in the
+// input dtype in PyTorch's CPU order (its bits); avg-pool sums in double, in the reference's
+// order (backends/reference.py), and rounds once (the reference's bits). A max-pool gradient is
+// routed only through outputs whose window covers the pixel their index names; indices from
+// max_pool2d always do, and out-of-plane indices get no gradient.
 #include "common.cuh"
 
 // --------------------------------------------------------------------------- max pool
@@ -54,11 +55,13 @@ __global__ void fc_max_pool_backward(const T* __restrict__ gy, const i64* __rest
     const i64 ow1 = min64((iw + g.pw) / g.sw + 1, g.OW);
     const i64* idx = indices + plane * out_plane;
     const T* grad = gy + plane * out_plane;
-    double sum = 0.0;  // in output order, as the reference's np.add.at
+    // Summed in T in output order: the order and rounding of PyTorch's CPU scatter
+    // (grad_x[index] += grad_out, output by output), so the bits match it.
+    T sum = T(0);
     for (i64 oh = oh0; oh < oh1; ++oh)
       for (i64 ow = ow0; ow < ow1; ++ow)
-        if (idx[oh * g.OW + ow] == here) sum += double(grad[oh * g.OW + ow]);
-    gx[i] = T(sum);
+        if (idx[oh * g.OW + ow] == here) sum += grad[oh * g.OW + ow];
+    gx[i] = sum;
   }
 }
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import _params as P
 from .._threads import get_num_threads
+from . import cpp_algorithms
 
 try:
     from .. import _C
@@ -36,21 +37,38 @@ def _pool_geom(g):
     return [int(x) for x in v[:14]] + [int(g.count_include_pad), int(g.divisor_override)]
 
 
+ALGORITHMS = cpp_algorithms.make_tables(_C, _geom) if _C is not None else {}
+
+
+def algorithm_for(primitive, g, dtype, args=None):
+    """The Algorithm the cpp backend uses for this problem (tuning it now if needed)."""
+    def timer_args():
+        return args
+
+    return cpp_algorithms.choose(primitive, ALGORITHMS[primitive], g, dtype, _C.isa(), timer_args)
+
+
 def conv_forward(x, w, bias, g):
     y = P.empty(np, "conv2d", g.y_shape, x.dtype)
-    _C.conv_forward(_geom(g), x, w, bias, y, get_num_threads())
+    threads = get_num_threads()
+    algo = algorithm_for("conv_forward", g, x.dtype, (x, w, bias, np.empty_like(y), g, threads))
+    algo.run(x, w, bias, y, g, threads)
     return y
 
 
 def conv_backward_data(gy, w, bias, g):
     gx = P.empty(np, "conv2d_backward", g.x_shape, gy.dtype)
-    _C.conv_backward_data(_geom(g), gy, w, bias, gx, get_num_threads())
+    threads = get_num_threads()
+    algo = algorithm_for("conv_backward_data", g, gy.dtype, (gy, w, bias, np.empty_like(gx), g, threads))
+    algo.run(gy, w, bias, gx, g, threads)
     return gx
 
 
 def conv_backward_weight(gy, x, g):
     gw = P.empty(np, "conv2d_backward", g.w_shape, gy.dtype)
-    _C.conv_backward_weight(_geom(g), gy, x, gw, get_num_threads())
+    threads = get_num_threads()
+    algo = algorithm_for("conv_backward_weight", g, gy.dtype, (gy, x, np.empty_like(gw), g, threads))
+    algo.run(gy, x, gw, g, threads)
     return gw
 
 

@@ -61,6 +61,6 @@ def _cache_dir():
     try:
         from fastconv import cache
 
-        return str(cache.cache_dir())
+        return str(cache.directory()) + ('' if cache.enabled() else ' (disabled by FASTCONV_NO_CACHE)')
     except Exception as e:  # the cache module is optional for info
         return f"unknown ({e})"

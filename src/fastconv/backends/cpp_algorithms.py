@@ -1,0 +1,178 @@
+"""The cpp backend's convolution algorithms, as data (STYLE: oneDNN's implementation lists).
+
+For each conv primitive, an ordered list of candidates, most specialised first. Each has an
+`accepts(geometry)` that returns None or the reason it declines, and a `run` that computes
+into a preallocated output. `choose` picks one per problem:
+
+1. a forced algorithm: `force("name")` (a context manager, for tests) or
+   FASTCONV_CONV_ALGO=name (for benchmarks); a forced name that declines a problem falls
+   through to the normal choice;
+2. with one candidate accepting, that one;
+3. with several, the autotuner: each is timed once on the real arguments and the fastest is
+   remembered in this process and in the on-disk cache (fastconv.cache, namespace
+   "cpp-algo"). FASTCONV_AUTOTUNE=0 skips timing and takes the first accepting candidate.
+
+The choice is keyed by problem, dtype and kernel ISA but not by thread count, so a shape
+computes with the same algorithm, hence the same bits, at any number of threads.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .. import cache
+from .._params import ConvGeometry
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    accepts: Callable[[ConvGeometry], str | None]
+    run: Callable  # run(args..., out, geometry_list, threads)
+
+
+def _always(g):
+    return None
+
+
+def _winograd_accepts(g):
+    if (g.R, g.S) != (3, 3):
+        return f"kernel {g.R}x{g.S} is not 3x3"
+    if (g.stride_h, g.stride_w) != (1, 1):
+        return "stride is not 1"
+    if (g.dil_h, g.dil_w) != (1, 1):
+        return "dilation is not 1"
+    return None
+
+
+def _winograd_backward_data_accepts(g):
+    why = _winograd_accepts(g)
+    if why is None and (g.pad_h > 2 or g.pad_w > 2):
+        return "padding above 2 would make the transposed problem's padding negative"
+    return why
+
+
+def _flipped_transposed(w, groups):
+    """w (K, C/g, 3, 3) -> (C, K/g, 3, 3), each kernel rotated 180 degrees: the weights of the
+    forward conv that computes this conv's backward-data at stride 1."""
+    k, cg, r, s = w.shape
+    kg = k // groups
+    wt = w.reshape(groups, kg, cg, r, s).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    return np.ascontiguousarray(wt).reshape(groups * cg, kg, r, s)
+
+
+def _backward_data_as_forward(g):
+    """The stride-1 forward problem whose output is this conv's grad_x."""
+    return ConvGeometry(g.N, g.K, g.out_h, g.out_w, g.C, g.R, g.S, g.groups, 1, 1,
+                        (g.R - 1) - g.pad_h, (g.S - 1) - g.pad_w, 1, 1, g.H, g.W)
+
+
+def make_tables(C, geom):
+    """The candidate lists, given the extension module and the geometry packer."""
+    forward = [
+        Algorithm("winograd_f23", _winograd_accepts,
+                  lambda x, w, b, y, g, t: C.conv_forward_winograd_f23(geom(g), x, w, b, y, t)),
+        Algorithm("implicit_gemm", _always,
+                  lambda x, w, b, y, g, t: C.conv_forward(geom(g), x, w, b, y, t)),
+    ]
+    backward_data = [
+        Algorithm("winograd_f23", _winograd_backward_data_accepts,
+                  lambda gy, w, b, gx, g, t: C.conv_forward_winograd_f23(
+                      geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
+        Algorithm("implicit_gemm_subpixel", _always,
+                  lambda gy, w, b, gx, g, t: C.conv_backward_data(geom(g), gy, w, b, gx, t)),
+    ]
+    backward_weight = [
+        Algorithm("implicit_gemm", _always,
+                  lambda gy, x, gw, g, t: C.conv_backward_weight(geom(g), gy, x, gw, t)),
+    ]
+    return {"conv_forward": forward, "conv_backward_data": backward_data, "conv_backward_weight": backward_weight}
+
+
+# --------------------------------------------------------------------------- choice
+
+_forced = threading.local()
+_memo: dict = {}
+_memo_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def force(name: str | None):
+    """Use algorithm `name` wherever it accepts the problem (in this thread), e.g. in tests."""
+    previous = getattr(_forced, "name", None)
+    _forced.name = name
+    try:
+        yield
+    finally:
+        _forced.name = previous
+
+
+def forced_name():
+    return getattr(_forced, "name", None) or os.environ.get("FASTCONV_CONV_ALGO") or None
+
+
+def explain(candidates, g):
+    """[(name, None or the reason it declines)] for a problem: what ONEDNN_VERBOSE would say."""
+    return [(a.name, a.accepts(g)) for a in candidates]
+
+
+def choose(primitive, candidates, g, dtype, isa, timer_args):
+    """The algorithm for this problem (see the module docstring). timer_args() returns the
+    argument tuples to time a candidate with (outputs are scratch)."""
+    accepting = [a for a in candidates if a.accepts(g) is None]
+    name = forced_name()
+    if name is not None:
+        for a in accepting:
+            if a.name == name:
+                return a
+    if len(accepting) == 1 or os.environ.get("FASTCONV_AUTOTUNE", "1").strip() == "0":
+        return accepting[0]
+    key = {"primitive": primitive, "dtype": np.dtype(dtype).name, "isa": isa,
+           "geometry": list(dataclasses.astuple(g))}
+    memo_key = repr(key)
+    with _memo_lock:
+        if memo_key in _memo:
+            return _by_name(accepting, _memo[memo_key])
+    stored = cache.get("cpp-algo", key, threads=0)
+    if not (isinstance(stored, dict) and _by_name(accepting, stored.get("algorithm"))):
+        stored = {"algorithm": _time_candidates(accepting, timer_args), "tuned_at_threads": _threads()}
+        cache.put("cpp-algo", key, stored, threads=0)
+    with _memo_lock:
+        _memo[memo_key] = stored["algorithm"]
+    return _by_name(accepting, stored["algorithm"])
+
+
+def _by_name(candidates, name):
+    for a in candidates:
+        if a.name == name:
+            return a
+    return None
+
+
+def _threads():
+    from .._threads import get_num_threads
+
+    return get_num_threads()
+
+
+def _time_candidates(accepting, timer_args):
+    """The name of the fastest candidate: best of three runs each after a warm-up run."""
+    args = timer_args()
+    best_name, best_time = accepting[0].name, float("inf")
+    for a in accepting:
+        a.run(*args)
+        elapsed = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            a.run(*args)
+            elapsed = min(elapsed, time.perf_counter() - start)
+        if elapsed < best_time:
+            best_name, best_time = a.name, elapsed
+    return best_name

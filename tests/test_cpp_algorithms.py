@@ -1,0 +1,136 @@
+"""The cpp backend's algorithm list: every algorithm forced on shapes that reach its edges
+(partial tiles, channel counts off the register tile, long reductions, groups, padding),
+against the float64 reference with the usual bound; `explain` reasons; autotuning and its
+cache; FASTCONV_AUTOTUNE=0 and FASTCONV_CONV_ALGO."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastconv
+from oracle import absolute, assert_within, ref
+
+pytestmark = pytest.mark.skipif(fastconv.backends()["cpp"] is not None, reason="the C++ extension is not built")
+
+if fastconv.backends()["cpp"] is None:
+    from fastconv import _params as P
+    from fastconv.backends import cpp, cpp_algorithms
+
+# (N, C, H, W, K, groups, padding)
+WINOGRAD_EDGES = [
+    (2, 3, 7, 9, 5, 1, 1),  # odd output: partial 2x2 tiles on both edges; tiles cross images
+    (1, 20, 6, 6, 13, 1, 0),  # K, C off the 6x16 register tile
+    (1, 260, 5, 4, 7, 1, 1),  # reduction over C longer than one KC block
+    (2, 8, 9, 8, 12, 4, 2),  # groups, padding 2
+    (1, 4, 3, 3, 4, 2, "same"),
+    (3, 2, 2, 2, 3, 1, 1),  # a single output tile per image
+]
+
+
+def _forced_conv(name, dtype, n, c, h, w, k, groups, padding, rng):
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c // groups, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    kw = dict(padding=padding, groups=groups)
+    with cpp_algorithms.force(name):
+        _, _, _, _, _, g, _ = P.conv_params(x, wt, b, 1, padding, 1, groups)
+        assert cpp.algorithm_for("conv_forward", g, dtype).name == name
+        y = fastconv.conv2d(x, wt, b, backend="cpp", **kw)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        gx, gw, gb = fastconv.conv2d_backward(gy, x, wt, b, backend="cpp", **kw)
+    ax, aw, ab = absolute(x, wt, b)
+    assert_within(y, ref(fastconv.conv2d, x, wt, b, **kw), ref(fastconv.conv2d, ax, aw, ab, **kw),
+                  (c // groups) * 9 * 4, dtype, what=f"{name} forward")
+    rx = ref(fastconv.conv2d_backward, gy, x, wt, b, **kw)
+    mx = ref(fastconv.conv2d_backward, np.abs(gy), ax, aw, ab, **kw)
+    assert_within(gx, rx[0], mx[0], (k // groups) * 9 * 4, dtype, what=f"{name} backward-data")
+    assert_within(gw, rx[1], mx[1], n * y.shape[2] * y.shape[3], dtype, what=f"{name} backward-weight")
+
+
+@pytest.mark.parametrize("case", WINOGRAD_EDGES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["winograd_f23", "implicit_gemm"])
+def test_forced_forward_algorithms(case, dtype, name, rng):
+    _forced_conv(name, dtype, *case, rng)
+
+
+@pytest.mark.parametrize("case", WINOGRAD_EDGES)
+@pytest.mark.parametrize("name", ["winograd_f23", "implicit_gemm_subpixel"])
+def test_forced_backward_data_algorithms(case, name, rng):
+    n, c, h, w, k, groups, padding = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, 3, 3)).astype(np.float32)
+    _, _, _, _, _, g, _ = P.conv_params(x, wt, None, 1, padding, 1, groups)
+    gy = rng.standard_normal(g.y_shape).astype(np.float32)
+    with cpp_algorithms.force(name):
+        assert cpp.algorithm_for("conv_backward_data", g, np.float32).name == name
+        gx = fastconv.conv2d_backward(gy, x, wt, None, padding=padding, groups=groups, backend="cpp",
+                                      needs=(True, False, False))[0]
+        # The transposed conv's forward is the same primitive, with a bias per output channel.
+        xt = rng.standard_normal((n, k, h, w)).astype(np.float32)
+        bt = rng.standard_normal(c).astype(np.float32)
+        yt = fastconv.conv_transpose2d(xt, wt, bt, padding=1, groups=groups, backend="cpp")
+    want = ref(fastconv.conv2d_backward, gy, x, wt, None, padding=padding, groups=groups)[0]
+    mag = ref(fastconv.conv2d_backward, np.abs(gy), x, np.abs(wt), None, padding=padding, groups=groups)[0]
+    assert_within(gx, want, mag, (k // groups) * 9 * 4, np.float32, what=f"{name} backward-data")
+    assert_within(yt, ref(fastconv.conv_transpose2d, xt, wt, bt, padding=1, groups=groups),
+                  ref(fastconv.conv_transpose2d, np.abs(xt), np.abs(wt), np.abs(bt), padding=1, groups=groups),
+                  (k // groups) * 9 * 4, np.float32, what=f"{name} conv_transpose2d")
+
+
+def test_explain_says_why_an_algorithm_declines():
+    x = np.zeros((1, 4, 8, 8), np.float32)
+    _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((4, 4, 3, 3), np.float32), None, 2, 1, 1, 1)
+    reasons = dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], g))
+    assert reasons == {"winograd_f23": "stride is not 1", "implicit_gemm": None}
+    _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((4, 4, 5, 5), np.float32), None, 1, 3, 1, 1)
+    assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_backward_data"], g))["winograd_f23"] == \
+        "kernel 5x5 is not 3x3"
+
+
+def test_forced_algorithm_that_declines_falls_through(rng):
+    x = rng.standard_normal((1, 2, 7, 7)).astype(np.float32)
+    wt = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    with cpp_algorithms.force("winograd_f23"):
+        _, _, _, _, _, g, _ = P.conv_params(x, wt, None, 2, 0, 1, 1)
+        assert cpp.algorithm_for("conv_forward", g, np.float32).name == "implicit_gemm"
+        np.testing.assert_allclose(fastconv.conv2d(x, wt, stride=2, backend="cpp"),
+                                   ref(fastconv.conv2d, x, wt, stride=2), rtol=1e-5, atol=1e-5)
+
+
+def _python(code, **env):
+    full_env = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def test_autotune_caches_its_choice_on_disk(tmp_path):
+    code = (
+        "import numpy as np, fastconv\n"
+        "from fastconv import _params as P\n"
+        "from fastconv.backends import cpp\n"
+        "x = np.ones((2, 16, 12, 12), np.float32); w = np.ones((16, 16, 3, 3), np.float32)\n"
+        "fastconv.conv2d(x, w, padding=1, backend='cpp')\n"
+        "g = P.conv_params(x, w, None, 1, 1, 1, 1)[5]\n"
+        "print(cpp.algorithm_for('conv_forward', g, np.float32).name)\n"
+    )
+    first = _python(code, FASTCONV_CACHE_DIR=str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    files = list((tmp_path / "cpp-algo").glob("*.json"))
+    assert len(files) == 1
+    assert first.stdout.strip() in ("winograd_f23", "implicit_gemm")
+    # A second process reads the choice instead of timing again: make the file name the other one.
+    other = "implicit_gemm" if first.stdout.strip() == "winograd_f23" else "winograd_f23"
+    text = files[0].read_text().replace(f'"{first.stdout.strip()}"', f'"{other}"')
+    files[0].write_text(text)
+    second = _python(code, FASTCONV_CACHE_DIR=str(tmp_path))
+    assert second.stdout.strip() == other, second.stderr
+    # Without autotuning the first accepting candidate is used and nothing is written.
+    off = _python(code, FASTCONV_CACHE_DIR=str(tmp_path / "off"), FASTCONV_AUTOTUNE="0")
+    assert off.stdout.strip() == "winograd_f23" and not (tmp_path / "off").exists()
+    # FASTCONV_CONV_ALGO forces one.
+    forced = _python(code, FASTCONV_CACHE_DIR=str(tmp_path / "forced"), FASTCONV_CONV_ALGO="implicit_gemm")
+    assert forced.stdout.strip() == "implicit_gemm"

@@ -46,13 +46,45 @@ inline AvgWindow avg_window(const PoolGeom& g, int64_t oh, int64_t ow) {
 
 }  // namespace
 
+// The max / argmax update without a branch: on random data `v > best` is a coin flip, and a
+// mispredicted branch per element cost more than the rest of the loop.
+template <class T>
+inline void take_max(T v, int64_t at, T& best, int64_t& best_at) {
+  const bool take = (v > best) | (v != v);  // a NaN always wins (torch's `val > max || isnan(val)`)
+  best = take ? v : best;
+  best_at = take ? at : best_at;
+}
+
 template <class T>
 void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices, int threads) {
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  // 2x2 windows at stride 2 without padding or dilation (every pooling layer of the seed
+  // networks): windows never leave the plane, so no bounds arithmetic per output.
+  const bool pairs = g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0 && g.dh == 1 &&
+                     g.dw == 1 && 2 * g.OH <= g.H && 2 * g.OW <= g.W;
   for_each_plane(g.N * g.C, threads, [&](int64_t plane) {
     const T* in = x + plane * HW;
     T* out = y + plane * OHW;
     int64_t* idx = indices + plane * OHW;
+    if (pairs) {
+      for (int64_t oh = 0; oh < g.OH; ++oh) {
+        const T* r0 = in + 2 * oh * g.W;
+        const T* r1 = r0 + g.W;
+        const int64_t at0 = 2 * oh * g.W;
+        for (int64_t ow = 0; ow < g.OW; ++ow) {
+          // Starting from the first tap is the general scan's first step (from -inf, the first
+          // tap is taken unless it is -inf itself, and then the index is the same).
+          T best = r0[2 * ow];
+          int64_t best_at = at0 + 2 * ow;
+          take_max(r0[2 * ow + 1], at0 + 2 * ow + 1, best, best_at);
+          take_max(r1[2 * ow], at0 + g.W + 2 * ow, best, best_at);
+          take_max(r1[2 * ow + 1], at0 + g.W + 2 * ow + 1, best, best_at);
+          out[oh * g.OW + ow] = best;
+          idx[oh * g.OW + ow] = best_at;
+        }
+      }
+      return;
+    }
     for (int64_t oh = 0; oh < g.OH; ++oh) {
       int64_t h0 = oh * g.sh - g.ph;
       const int64_t h1 = min64(h0 + (g.kh - 1) * g.dh + 1, g.H);
@@ -64,13 +96,7 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices, int
         T best = -std::numeric_limits<T>::infinity();
         int64_t best_at = h0 * g.W + w0;
         for (int64_t ih = h0; ih < h1; ih += g.dh)
-          for (int64_t iw = w0; iw < w1; iw += g.dw) {
-            const T v = in[ih * g.W + iw];
-            if (v > best || v != v) {  // a NaN always wins (torch's `val > max || isnan(val)`)
-              best = v;
-              best_at = ih * g.W + iw;
-            }
-          }
+          for (int64_t iw = w0; iw < w1; iw += g.dw) take_max(in[ih * g.W + iw], ih * g.W + iw, best, best_at);
         out[oh * g.OW + ow] = best;
         idx[oh * g.OW + ow] = best_at;
       }

@@ -175,18 +175,20 @@ void conv_backward_data(const ConvGeom& g, const T* gy, const T* w, const T* bia
   }
 
   // Per phase and group, the Cg x (Kg*Th*Tw) matrix A[c][(k*Th + i)*Tw + j] =
-  // w[group*Kg + k][c][tap_h[i]][tap_w[j]], packed into MR-row panels for gemm_packed.
+  // w[group*Kg + k][c][tap_h[i]][tap_w[j]], packed into MR-row panels for gemm_packed; a
+  // transposed conv producing 1-3 channels packs for the matching narrow micro-kernel.
+  const int64_t mr = Cg <= 3 ? Cg : MR;
   int64_t base = 0;
   for (int64_t ph = 0; ph < phases; ++ph) {
     const int64_t ah = ph / g.sw, aw = ph % g.sw, Th = ntap_h[ah], Tw = ntap_w[aw], kd = Kg * Th * Tw;
     phase_base[ph] = base;
     for (int64_t gi = 0; gi < g.groups; ++gi) {
       T* a = packed + base + gi * cg_padded * kd;
-      for (int64_t c = 0; c < cg_padded; ++c)
+      for (int64_t c = 0; c < round_up(Cg, mr); ++c)
         for (int64_t k = 0; k < Kg; ++k)
           for (int64_t i = 0; i < Th; ++i)
             for (int64_t j = 0; j < Tw; ++j)
-              a[(c / MR) * MR * kd + ((k * Th + i) * Tw + j) * MR + c % MR] =
+              a[(c / mr) * mr * kd + ((k * Th + i) * Tw + j) * mr + c % mr] =
                   c < Cg ? w[(((gi * Kg + k) * Cg + c) * g.R + tap_h[ah * g.R + i]) * g.S + tap_w[aw * g.S + j]]
                          : T(0);
     }
@@ -209,14 +211,20 @@ void conv_backward_data(const ConvGeom& g, const T* gy, const T* w, const T* bia
     const int64_t nq = min64(tile, columns - q0), ldb = round_up(nq, NR);
     const int64_t Th = ntap_h[ah], Tw = ntap_w[aw], kd = Kg * Th * Tw;
 
-    T* patches = static_cast<T*>(thread_workspace(sizeof(T) * (kd * ldb + 1), kSlotTile));
+    T* patches = static_cast<T*>(thread_workspace(sizeof(T) * (kd * ldb + kBSlack<T>), kSlotTile));
     T* result = static_cast<T*>(thread_workspace(sizeof(T) * Cg * ldb, kSlotTile2));
     const PatchSpec spec{g.OH, g.OW, g.K * P, Th, Tw, 1, 1, rows_here, cols_here,
                          off_h + ah * g.R, off_w + aw * g.S, lo_w + aw * g.S, hi_w + aw * g.S};
     gather_patch(spec, gy + gi * Kg * P, 0, kd, q0, nq, patches, 1, ldb, 0, 1);
     for (int64_t r = 0; r < kd; ++r)
       for (int64_t t = nq; t < ldb; ++t) patches[r * ldb + t] = T(0);
-    gemm_packed<T>(Cg, nq, kd, packed + phase_base[ph] + gi * cg_padded * kd, patches, ldb, result, ldb, false);
+    const T* a = packed + phase_base[ph] + gi * cg_padded * kd;
+    switch (mr) {
+      case 1: gemm_packed<T, 1, 12>(Cg, nq, kd, a, patches, ldb, result, ldb, false); break;
+      case 2: gemm_packed<T, 2, 6>(Cg, nq, kd, a, patches, ldb, result, ldb, false); break;
+      case 3: gemm_packed<T, 3, 4>(Cg, nq, kd, a, patches, ldb, result, ldb, false); break;
+      default: gemm_packed<T>(Cg, nq, kd, a, patches, ldb, result, ldb, false); break;
+    }
 
     int64_t n = q0 / plane, u = (q0 % plane) / cols_here, v = q0 % cols_here;
     for (int64_t t = 0; t < nq; ++t) {

@@ -31,45 +31,46 @@ struct MicroTile {
   static constexpr int NR = 2 * Vec<T>::kLanes;  // 16 floats, 8 doubles
 };
 
-template <class T>
+// MR rows x NV vectors; MR * NV <= 12 accumulators. The default 6 x 2 suits every m >= 6;
+// problems with m < 6 rows (a conv producing 1-3 channels) use 1 x 12, 2 x 6 or 3 x 4 so
+// the 12 accumulators are not mostly padding.
+template <class T, int MR, int NV>
 static inline void microkernel(int64_t kd, const T* __restrict a_panel, const T* __restrict B, int64_t ldb,
                                T* __restrict C, int64_t ldc, int m_valid, int n_valid, bool accumulate) {
   typedef typename Vec<T>::type V;
-  constexpr int L = Vec<T>::kLanes, MR = MicroTile<T>::MR;
-  V acc[MR][2];
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = V{};
+  constexpr int L = Vec<T>::kLanes;
+  V acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[i][v] = V{};
   for (int64_t p = 0; p < kd; ++p) {
-    V b0, b1;
-    std::memcpy(&b0, B + p * ldb, sizeof(V));
-    std::memcpy(&b1, B + p * ldb + L, sizeof(V));
+    V b[NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) std::memcpy(&b[v], B + p * ldb + v * L, sizeof(V));
     const T* a = a_panel + p * MR;
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      // vector * scalar broadcasts the scalar (a vbroadcastss, no arithmetic on it)
-      acc[i][0] += b0 * a[i];
-      acc[i][1] += b1 * a[i];
-    }
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) acc[i][v] += b[v] * a[i];  // vector * scalar: a broadcast
   }
-  if (m_valid == MR && n_valid == 2 * L) {
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      T* c = C + i * ldc;
-      if (accumulate) {
-        V c0, c1;
-        std::memcpy(&c0, c, sizeof(V));
-        std::memcpy(&c1, c + L, sizeof(V));
-        acc[i][0] += c0;
-        acc[i][1] += c1;
+  if (m_valid == MR && n_valid == NV * L) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) {
+        T* c = C + i * ldc + v * L;
+        if (accumulate) {
+          V old;
+          std::memcpy(&old, c, sizeof(V));
+          acc[i][v] += old;
+        }
+        std::memcpy(c, &acc[i][v], sizeof(V));
       }
-      std::memcpy(c, &acc[i][0], sizeof(V));
-      std::memcpy(c + L, &acc[i][1], sizeof(V));
-    }
   } else {
     for (int i = 0; i < m_valid; ++i) {
-      T lanes[2 * L];
-      std::memcpy(lanes, &acc[i][0], sizeof(V));
-      std::memcpy(lanes + L, &acc[i][1], sizeof(V));
+      T lanes[NV * L];
+      std::memcpy(lanes, &acc[i][0], sizeof(acc[i]));
       T* c = C + i * ldc;
       for (int j = 0; j < n_valid; ++j) c[j] = accumulate ? c[j] + lanes[j] : lanes[j];
     }
@@ -77,17 +78,15 @@ static inline void microkernel(int64_t kd, const T* __restrict a_panel, const T*
 }
 
 // Elements of the packed copy of an m x kd matrix.
-template <class T>
+template <class T, int MR = MicroTile<T>::MR>
 static inline int64_t packed_a_size(int64_t m, int64_t kd) {
-  constexpr int64_t MR = MicroTile<T>::MR;
   return (m + MR - 1) / MR * MR * kd;
 }
 
 // Pack A (row i at A + i*lda, column p at + p*col_stride) into MR-row panels: panel b holds
 // rows b*MR .. b*MR+MR-1 as [kd][MR]; rows past m are zero.
-template <class T>
+template <class T, int MR = MicroTile<T>::MR>
 static void pack_a(int64_t m, int64_t kd, const T* A, int64_t lda, int64_t col_stride, T* packed) {
-  constexpr int64_t MR = MicroTile<T>::MR;
   for (int64_t i0 = 0; i0 < m; i0 += MR) {
     T* panel = packed + i0 * kd;
     const int64_t rows = m - i0 < MR ? m - i0 : MR;
@@ -98,13 +97,14 @@ static void pack_a(int64_t m, int64_t kd, const T* A, int64_t lda, int64_t col_s
   }
 }
 
-// C[m x n] (+)= A[m x kd] * B[kd x n], A packed by pack_a, B a row-major matrix of width ldb
-// (a multiple of NR, zero past n). Blocked over kd so a B panel (KC x NR) stays in L1 while
-// all of A's panels pass by, and over n so that A's KC slice stays in L2.
-template <class T>
+// C[m x n] (+)= A[m x kd] * B[kd x n], A packed by pack_a<T, MR>, B a row-major matrix of width
+// ldb (a multiple of NR, zero past n; with NV > 2 its storage must extend (NV - 2) vectors
+// past the last row, as the last panel may read that far). Blocked over kd so a B panel
+// (KC x NV vectors) stays in L1 while all of A's panels pass by.
+template <class T, int MR = MicroTile<T>::MR, int NV = 2>
 static void gemm_packed(int64_t m, int64_t n, int64_t kd, const T* a_packed, const T* B, int64_t ldb, T* C,
                         int64_t ldc, bool accumulate) {
-  constexpr int MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;
+  constexpr int64_t NW = NV * Vec<T>::kLanes;
   constexpr int64_t KC = 256;
   if (kd == 0) {
     if (!accumulate)
@@ -114,15 +114,20 @@ static void gemm_packed(int64_t m, int64_t n, int64_t kd, const T* a_packed, con
   for (int64_t k0 = 0; k0 < kd; k0 += KC) {
     const int64_t kc = kd - k0 < KC ? kd - k0 : KC;
     const bool acc = accumulate || k0 > 0;
-    for (int64_t j = 0; j < n; j += NR) {
-      const int nv = static_cast<int>(n - j < NR ? n - j : NR);
+    for (int64_t j = 0; j < n; j += NW) {
+      const int nv = static_cast<int>(n - j < NW ? n - j : NW);
       for (int64_t i = 0; i < m; i += MR) {
         const int mv = static_cast<int>(m - i < MR ? m - i : MR);
-        microkernel<T>(kc, a_packed + i * kd + k0 * MR, B + k0 * ldb + j, ldb, C + i * ldc + j, ldc, mv, nv, acc);
+        microkernel<T, MR, NV>(kc, a_packed + i * kd + k0 * MR, B + k0 * ldb + j, ldb, C + i * ldc + j, ldc, mv,
+                               nv, acc);
       }
     }
   }
 }
+
+// Slack (elements) a B operand needs past its last row for any gemm_packed variant.
+template <class T>
+constexpr int64_t kBSlack = 12 * Vec<T>::kLanes;
 
 }  // namespace FC_ISA
 }  // namespace fastconv

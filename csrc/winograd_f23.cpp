@@ -8,6 +8,10 @@
 // Transforms have coefficients 0, +-1, +-1/2 only, so the error stays within a few units of
 // roundoff of the direct sum (the differential tests hold it to the same bound).
 //
+// The transforms subtract inputs, so an infinite input would give inf - inf = NaN where the
+// direct sum gives +-inf (PyTorch's answer): when any input or weight is not finite, the
+// result is recomputed with the implicit GEMM, which sums products as PyTorch does.
+//
 // Tasks: (group, block of tiles) over the flattened (image, tile_row, tile_col) space; each
 // output element is produced by one task in a fixed order (thread-count independent).
 #include <omp.h>
@@ -39,6 +43,10 @@ void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const 
   const int64_t per_xi = packed_a_size<T>(Kg, Cg);
   T* packed_u = static_cast<T*>(thread_workspace(sizeof(T) * (16 * per_xi * g.groups + Kg * Cg), kSlotShared));
   T* u_plain = packed_u + 16 * per_xi * g.groups;  // scratch: one Kg x Cg matrix
+  int nonfinite = 0;
+  for (int64_t i = 0; i < g.K * Cg * 9; ++i)
+    if (!(w[i] - w[i] == T(0))) nonfinite = 1;
+  if (nonfinite) return conv_forward<T>(g, x, w, bias, y, threads);
   for (int64_t gi = 0; gi < g.groups; ++gi) {
     for (int xi = 0; xi < 16; ++xi) {
       const int a = xi / 4, b = xi % 4;
@@ -78,6 +86,7 @@ void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const 
       const int64_t ldb = round_up(nt, NR);
       T* v = static_cast<T*>(thread_workspace(sizeof(T) * 16 * Cg * ldb, kSlotTile));
       T* m = static_cast<T*>(thread_workspace(sizeof(T) * 16 * Kg * ldb, kSlotTile2));
+      bool finite = true;
 
       // V[xi][c][t] = (B^T d B)[xi], B^T rows: (1,0,-1,0), (0,1,1,0), (0,-1,1,0), (0,1,0,-1).
       for (int64_t c = 0; c < Cg; ++c) {
@@ -91,6 +100,7 @@ void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const 
               for (int j = 0; j < 4; ++j) {
                 const int64_t ih = h0 + i, iw = w0 + j;
                 d[i][j] = (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) ? plane[ih * g.W + iw] : T(0);
+                finite &= (d[i][j] - d[i][j] == T(0));
               }
           } else {
             for (int i = 0; i < 4; ++i)
@@ -111,6 +121,11 @@ void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const 
             out[3 * Cg * ldb] = r[i][1] - r[i][3];
           }
         }
+      }
+      if (!finite) {
+#pragma omp atomic write
+        nonfinite = 1;
+        continue;
       }
       for (int xi = 0; xi < 16; ++xi)
         gemm_packed<T>(Kg, nt, Cg, packed_u + (gi * 16 + xi) * per_xi, v + xi * Cg * ldb, ldb, m + xi * Kg * ldb,
@@ -143,6 +158,7 @@ void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const 
     }
   }
   if (failed) throw std::bad_alloc();
+  if (nonfinite) conv_forward<T>(g, x, w, bias, y, threads);
 }
 
 #define FC_INSTANTIATE(T)                                                                           \

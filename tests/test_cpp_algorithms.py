@@ -134,3 +134,21 @@ def test_autotune_caches_its_choice_on_disk(tmp_path):
     # FASTCONV_CONV_ALGO forces one.
     forced = _python(code, FASTCONV_CACHE_DIR=str(tmp_path / "forced"), FASTCONV_CONV_ALGO="implicit_gemm")
     assert forced.stdout.strip() == "implicit_gemm"
+
+
+@pytest.mark.parametrize("where", ["x", "weight"])
+def test_winograd_with_infinities_matches_the_direct_sum(where, rng):
+    """inf - inf inside the transforms would give NaN; the result must be torch's +-inf."""
+    x = rng.standard_normal((2, 3, 8, 8))
+    w = rng.standard_normal((4, 3, 3, 3))
+    if where == "x":
+        x[1, 0, 5, 5], x[1, 2, 0, 0] = np.inf, -np.inf
+    else:
+        w[2, 1, 1, 1] = np.inf
+    with cpp_algorithms.force("winograd_f23"):
+        y = fastconv.conv2d(x, w, padding=1, backend="cpp")
+    expected = ref(fastconv.conv2d, x, w, padding=1)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-10, atol=1e-10)

@@ -22,9 +22,9 @@ split in a fixed order; the splits' partial tiles are then added in split order 
 kernel. Both pooling backward passes are gathers: each input pixel sums, in a fixed order, the
 outputs whose window covers it (max-pool: those whose index names it, as PyTorch's CUDA kernel).
 
-Precision: products are summed in the input dtype in the conv kernels (as cuDNN without TF32);
-the pooling kernels sum in double and round once, in the reference's order, so they give its
-bits. CuPy compiles every module with -ftz=true, which cannot be overridden: float32 subnormals
+Precision: the conv kernels sum products in the input dtype (as cuDNN without TF32); max-pool
+backward sums in the input dtype in PyTorch's CPU order (its bits); avg-pool sums in double and
+rounds once, in the reference's order (its bits). CuPy compiles every module with -ftz=true, which cannot be overridden: float32 subnormals
 are flushed to zero inside these kernels (PyTorch's CUDA kernels keep them).
 
 Launch planning (plan_* below) is pure Python over array objects, apart from the CuPy calls

@@ -174,27 +174,20 @@ def conv_backward_weight(gy, x, g):
     gw = P.empty(np, "conv2d_backward", g.w_shape, gy.dtype)
     rows = (g.C // g.groups) * g.R * g.S
     k_per_group = g.K // g.groups
-    pixels = g.out_h * g.out_w
     want_blocks = -(-_MIN_TASKS // g.groups)
-    # gemm_acc vectorises along the rows of gw (patch rows) unless they are few and the
-    # output channels many (a 1-channel input: 9 rows, 32 channels).
-    rows_inner = not (rows < 64 and k_per_group > rows)
-    if rows_inner:
-        row_block = min(_round_up(rows, _GRAIN), 8 * _GRAIN)
-        row_blocks = -(-rows // row_block)
-        k_block = k_per_group
-        if row_blocks < want_blocks:
-            split = -(-want_blocks // row_blocks)
-            k_block = min(k_per_group, _round_up(-(-k_per_group // split), 4))
-        tile = _TILE_BYTES // (row_block * x.itemsize)
-    else:
-        row_block = rows
-        k_block = min(k_per_group, max(_GRAIN, _round_up(-(-k_per_group // want_blocks), _GRAIN)))
-        tile = _TILE_BYTES // ((rows + k_block) * x.itemsize)
-    tile = min(max(tile, _GRAIN), pixels)
+    # Split the patch rows first: a k block re-gathers its patch rows (the costly copy), a
+    # row block only re-packs grad_out. Blocks of at most 512 rows keep the two tiles in L2.
+    row_block = min(max(_round_up(-(-rows // want_blocks), 4), _GRAIN), 512)
+    row_blocks = -(-rows // row_block)
+    k_block = k_per_group
+    if row_blocks < want_blocks:
+        split = -(-want_blocks // row_blocks)
+        k_block = min(k_per_group, max(_GRAIN, _round_up(-(-k_per_group // split), 4)))
+    tile = _TILE_BYTES // ((_round_up(row_block, 4) + _round_up(k_block, 4)) * x.itemsize)
+    tile = min(max(tile // _GRAIN * _GRAIN, _MIN_TILE), 1024, _round_up(max(g.N * g.out_h * g.out_w, 1), _GRAIN))
     with _kernel_call():
         _conv.conv_backward_weight(gy, x, gw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w,
-                                   g.groups, row_block, k_block, tile, rows_inner)
+                                   g.groups, row_block, k_block, tile)
     return gw
 
 

@@ -10,6 +10,7 @@ computed by exactly one task in a fixed summation order, so results are bit-iden
 any number of threads. Tasks are (batch x group x pixel tile) for the forward and
 backward-data, so both cores work at batch 1 too, and blocks of the weight gradient for
 backward-weight, each reducing over the whole batch itself: no partial sums, no atomics.
+Backward-weight reduces along pixels, with numba_gemm.gemm_nt_acc.
 
 Scratch tiles are allocated per task inside the prange body (one malloc per tile of work,
 negligible next to the tile's multiply-adds), so concurrent calls share nothing.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .numba_gemm import gemm_acc
+from .numba_gemm import gemm_acc, gemm_nt_acc
 
 
 @njit(cache=True, nogil=True)
@@ -248,16 +249,14 @@ def conv_backward_data(gy, w, bias, gx, stride_h, stride_w, groups, ntap_h, off_
 
 @njit(parallel=True, cache=True, nogil=True)
 def conv_backward_weight(gy, x, gw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, row_block, k_block,
-                         tile, rows_inner):
+                         tile):
     """gw[k, (c, r, s)] = sum over images n and output pixels p of gy[n, k, p] * patch[(c, r, s), p].
 
     Tasks own disjoint blocks of gw (group x block of patch rows x block of k) and each
     reduces over the whole batch in a fixed order: no partial sums to merge, no atomics.
-    The reduction runs along gemm_acc's kd loop, over pixel tiles of one image at a time.
-    The gemm's vector loop runs along the longer of the two block sides: with rows_inner the
-    patch tile is gathered transposed (pixels x rows) and acc is (k, rows); otherwise grad_out
-    is transposed into the tile (pixels x k) and acc is (rows, k) (a 1-channel input has 9
-    patch rows but 32 output channels).
+    Per tile of the (image, pixel) axis a task gathers its patch rows and packs its grad_out
+    rows, both running along the pixels, and gemm_nt_acc reduces over the tile. The caller
+    keeps k blocks whole where it can: every k block gathers the patch rows again.
     """
     N, C, H, W = x.shape
     K, Cg, R, S = gw.shape
@@ -272,12 +271,11 @@ def conv_backward_weight(gy, x, gw, stride_h, stride_w, pad_h, pad_w, dil_h, dil
     for s in range(S):
         offs_w[s] = s * dil_w - pad_w
     x_planes = x.reshape(N * C, H, W)
-    gy_rows = gy.reshape(N * K, pixels)
     gy_flat = gy.reshape(gy.size)
     gw_rows = gw.reshape(K, rows)
     nrb = (rows + row_block - 1) // row_block
     nkb = (Kg + k_block - 1) // k_block
-    ntiles = (pixels + tile - 1) // tile
+    ntiles = (N * pixels + tile - 1) // tile
     for task in prange(groups * nrb * nkb):
         gi = task // (nrb * nkb)
         rb = (task // nkb) % nrb
@@ -286,37 +284,25 @@ def conv_backward_weight(gy, x, gw, stride_h, stride_w, pad_h, pad_w, dil_h, dil
         nrows = min(row_block, rows - row0)
         k0 = kb * k_block
         nk = min(k_block, Kg - k0)
-        if rows_inner:
-            acc = np.zeros((nk, nrows), dtype=gw.dtype)
-            patches_t = np.empty((tile, nrows), dtype=x.dtype)
-            for n in range(N):
-                for pt in range(ntiles):
-                    p0 = pt * tile
-                    npix = min(tile, pixels - p0)
-                    _gather_rows(x_planes, n * C + gi * Cg, C, out_h, out_w, R, S, offs_h, offs_w,
-                                 stride_h, stride_w, row0, nrows, p0, npix, patches_t, True)
-                    gemm_acc(gy_rows, n * K + gi * Kg + k0, p0, nk, npix, patches_t, acc)
-            for k in range(nk):
-                for r in range(nrows):
-                    gw_rows[gi * Kg + k0 + k, row0 + r] = acc[k, r]
-        else:
-            acc = np.zeros((nrows, nk), dtype=gw.dtype)
-            patches = np.empty((nrows, tile), dtype=x.dtype)
-            gy_t = np.empty((tile, nk), dtype=gy.dtype)
-            gy_t_flat = gy_t.reshape(gy_t.size)
-            nk_u = np.uint64(nk)
-            for n in range(N):
-                for pt in range(ntiles):
-                    p0 = pt * tile
-                    npix = min(tile, pixels - p0)
-                    _gather_rows(x_planes, n * C + gi * Cg, C, out_h, out_w, R, S, offs_h, offs_w,
-                                 stride_h, stride_w, row0, nrows, p0, npix, patches, False)
-                    for k in range(nk):
-                        src0 = np.uint64((n * K + gi * Kg + k0 + k) * pixels + p0)
-                        dst0 = np.uint64(k)
-                        for t in range(np.uint64(npix)):
-                            gy_t_flat[dst0 + t * nk_u] = gy_flat[src0 + t]
-                    gemm_acc(patches, 0, 0, nrows, npix, gy_t, acc)
-            for r in range(nrows):
+        # Sides padded to multiples of 4 with zero rows (never written): gemm_nt_acc has no
+        # remainder code, and the padding's sums are dropped.
+        acc = np.zeros(((nk + 3) // 4 * 4, (nrows + 3) // 4 * 4), dtype=gw.dtype)
+        gy_tile = np.zeros((acc.shape[0], tile), dtype=gy.dtype)
+        patches = np.zeros((acc.shape[1], tile), dtype=x.dtype)
+        for qt in range(ntiles):
+            q0 = qt * tile
+            nq = min(tile, N * pixels - q0)
+            _gather_rows(x_planes, gi * Cg, C, out_h, out_w, R, S, offs_h, offs_w, stride_h, stride_w,
+                         row0, nrows, q0, nq, patches, False)
+            t = 0
+            while t < nq:  # one segment per image
+                image = (q0 + t) // pixels
+                p = (q0 + t) % pixels
+                seg = min(nq - t, pixels - p)
                 for k in range(nk):
-                    gw_rows[gi * Kg + k0 + k, row0 + r] = acc[r, k]
+                    _copy_row(gy_flat, (image * K + gi * Kg + k0 + k) * pixels + p, gy_tile[k], t, seg)
+                t += seg
+            gemm_nt_acc(gy_tile, patches, acc, nq)
+        for k in range(nk):
+            for r in range(nrows):
+                gw_rows[gi * Kg + k0 + k, row0 + r] = acc[k, r]

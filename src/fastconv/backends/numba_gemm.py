@@ -18,6 +18,7 @@ Rules that keep LLVM vectorising the t loop (measured, 4-8x each):
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 
@@ -176,3 +177,64 @@ def gemm_acc(A, a_row0, a_col0, m, kd, B, C):
         _rows2(A, a_row0 + m4, a_col0, kd, B, C, m4)
     elif rest == 1:
         _rows1(A, a_row0 + m4, a_col0, kd, B, C, m4)
+
+
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def gemm_nt_acc(A, B, C, kd):
+    """C[i, j] += sum_{p < kd} A[i, p] * B[j, p]: both operands run along p (the "NT" form).
+
+    The backward-weight kernel: A is a tile of grad_out rows and B a tile of patch rows, both
+    contiguous along the reduced pixels, so neither needs transposing. C's sides are multiples
+    of 4 (the caller pads A and B with zero rows). Each 4 x 4 block of C is 16 running sums
+    over p; 'reassoc' lets LLVM split each sum over the vector lanes (added up at the end), so
+    the p loop runs 8 loads per 16 multiply-adds: ~100 GFLOP/s float32, ~50 float64 on one
+    Zen 4 core. The order of the terms depends on kd and the compiled vector width only, the
+    same on every call whatever the thread count. No 'nnan'/'ninf': NaN and inf propagate.
+    """
+    m, n = C.shape
+    zero = np.zeros(1, dtype=C.dtype)[0]
+    for i0 in range(0, m, 4):
+        for j0 in range(0, n, 4):
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
+            for p in range(kd):
+                a0 = A[i0, p]
+                a1 = A[i0 + 1, p]
+                a2 = A[i0 + 2, p]
+                a3 = A[i0 + 3, p]
+                b0 = B[j0, p]
+                b1 = B[j0 + 1, p]
+                b2 = B[j0 + 2, p]
+                b3 = B[j0 + 3, p]
+                s00 += a0 * b0
+                s01 += a0 * b1
+                s02 += a0 * b2
+                s03 += a0 * b3
+                s10 += a1 * b0
+                s11 += a1 * b1
+                s12 += a1 * b2
+                s13 += a1 * b3
+                s20 += a2 * b0
+                s21 += a2 * b1
+                s22 += a2 * b2
+                s23 += a2 * b3
+                s30 += a3 * b0
+                s31 += a3 * b1
+                s32 += a3 * b2
+                s33 += a3 * b3
+            C[i0, j0] += s00
+            C[i0, j0 + 1] += s01
+            C[i0, j0 + 2] += s02
+            C[i0, j0 + 3] += s03
+            C[i0 + 1, j0] += s10
+            C[i0 + 1, j0 + 1] += s11
+            C[i0 + 1, j0 + 2] += s12
+            C[i0 + 1, j0 + 3] += s13
+            C[i0 + 2, j0] += s20
+            C[i0 + 2, j0 + 1] += s21
+            C[i0 + 2, j0 + 2] += s22
+            C[i0 + 2, j0 + 3] += s23
+            C[i0 + 3, j0] += s30
+            C[i0 + 3, j0 + 1] += s31
+            C[i0 + 3, j0 + 2] += s32
+            C[i0 + 3, j0 + 3] += s33

@@ -290,7 +290,8 @@ class Emulator:
     def __init__(self, exe):
         self.exe = exe
 
-    def run(self, launches, tmp_path):
+    def run(self, launches, tmp_path, reverse=False):
+        """Run the launches; reverse=True schedules each block's threads last to first."""
         arrays, index = [], {}
 
         def buffer(a):
@@ -319,7 +320,9 @@ class Emulator:
             struct.pack("<Q", a.nbytes) + a.tobytes() for a in arrays)
         path_in, path_out = tmp_path / "launches.bin", tmp_path / "buffers.bin"
         path_in.write_bytes(script[0] + b"".join(body))
-        done = subprocess.run([self.exe, str(path_in), str(path_out)], capture_output=True, text=True, timeout=300)
+        env = {**os.environ, "FC_EMU_REVERSE": "1" if reverse else "0"}
+        done = subprocess.run([self.exe, str(path_in), str(path_out)], capture_output=True, text=True, timeout=300,
+                              env=env)
         assert done.returncode == 0, done.stderr
         raw, offset = path_out.read_bytes(), 0
         for a in arrays:
@@ -546,9 +549,11 @@ def _random_conv(rng, dtype):
         return x, w, g
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["threads-first-to-last", "threads-last-to-first"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_emulated_random_convs(emulator, dtype, tmp_path, monkeypatch):
-    """40 random geometries, all three conv kernels, in one emulator run."""
+def test_emulated_random_convs(emulator, dtype, reverse, tmp_path, monkeypatch):
+    """40 random geometries, all three conv kernels, in one emulator run; in both thread orders,
+    so that a shared-memory race between barriers would show."""
     monkeypatch.setattr(cb, "MIN_SPLIT", 64)  # reach the split path on small problems too
     rng = np.random.default_rng(7)
     launches, checks = [], []
@@ -562,7 +567,7 @@ def test_emulated_random_convs(emulator, dtype, tmp_path, monkeypatch):
         launches += cb.plan_conv_backward_weight(gy, x, gw, g, lambda shape, dt: np.empty(shape, dt))
         checks += [(g, y, ref.conv_forward(x, w, bias, g)), (g, gx, ref.conv_backward_data(gy, w, None, g)),
                    (g, gw, ref.conv_backward_weight(gy, x, g))]
-    emulator.run(launches, tmp_path)
+    emulator.run(launches, tmp_path, reverse=reverse)
     for g, got, want in checks:
         try:
             _assert_close(got, want, dtype)

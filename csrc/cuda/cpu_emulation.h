@@ -4,7 +4,9 @@
 //
 // A block's threads are fibers (ucontext) on one OS thread, run round-robin; __syncthreads
 // switches to the next fiber, so every thread reaches the barrier before any passes it, and a
-// block where some threads exit while others wait at a barrier is reported as an error.
+// block where some threads exit while others wait at a barrier is reported as an error. With
+// FC_EMU_REVERSE=1 the fibers run from the last thread to the first: a shared-memory race
+// between two barriers then gives different results than in the default order.
 // __shared__ becomes `static`: one copy per kernel instantiation, shared by the block's fibers
 // (blocks run one after another). Warp-level intrinsics and atomics are not emulated: the
 // kernels use neither.
@@ -22,6 +24,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -68,6 +71,7 @@ struct Fiber {
 inline ucontext_t scheduler;
 inline std::vector<Fiber> fibers;
 inline int current = 0;
+inline bool reverse_order = false;
 inline std::function<void()> thread_body;
 
 inline void fiber_main() {
@@ -114,7 +118,8 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
         }
         for (;;) {
           unsigned waiting = 0, finished = 0;
-          for (unsigned t = 0; t < threads; ++t) {
+          for (unsigned step = 0; step < threads; ++step) {
+            const unsigned t = reverse_order ? threads - 1 - step : step;
             Fiber& f = fibers[t];
             if (f.done) {
               ++finished;
@@ -240,6 +245,8 @@ inline int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s LAUNCHES_IN BUFFERS_OUT\n", argv[0]);
     return 2;
   }
+  const char* reverse = std::getenv("FC_EMU_REVERSE");
+  reverse_order = reverse != nullptr && std::strcmp(reverse, "1") == 0;
   try {
     return run(argv[1], argv[2]);
   } catch (const Failure& f) {

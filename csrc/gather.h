@@ -67,8 +67,11 @@ static void gather_patch(const PatchSpec& p, const T* src, int64_t row0, int64_t
         int64_t u = 0;
         for (; u < a - qw; ++u) dst[u * col_stride] = T(0);
         if (p.step_w == 1 && col_stride == 1) {
-          if (b > a) std::memcpy(dst + u, src_row + a + off_w, sizeof(T) * (b - a));
-          u = max64(u, b - qw);
+          // An inline loop, not memcpy: segments are often a few dozen elements (small
+          // planes), where the library call costs more than the copy.
+          const T* __restrict from = src_row + qw + off_w;
+          T* __restrict to = dst;
+          for (; u < b - qw; ++u) to[u] = from[u];
         } else {
           for (; u < b - qw; ++u) dst[u * col_stride] = src_row[(qw + u) * p.step_w + off_w];
         }

@@ -58,6 +58,13 @@ void bind_dtype(py::module_& m) {
     py::gil_scoped_release release;
     kernels(T()).conv_backward_data(g, gy.data(), w.data(), opt_ptr(bias), gx.mutable_data(), threads);
   });
+  m.def("conv_backward_data_narrow", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> w,
+                                        std::optional<Arr<T>> bias, Arr<T> gx, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    if (g.C / g.groups > 3) throw py::value_error("direct_narrow needs at most 3 grad_x channels per group");
+    py::gil_scoped_release release;
+    kernels(T()).conv_backward_data_narrow(g, gy.data(), w.data(), opt_ptr(bias), gx.mutable_data(), threads);
+  });
   m.def("conv_backward_weight", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x, Arr<T> gw,
                                    int threads) {
     const ConvGeom g = conv_geom(geom);

@@ -25,6 +25,8 @@ struct KernelTable {
   // Winograd F(2x2, 3x3); only for 3x3 kernels at stride 1, dilation 1.
   void (*conv_forward_winograd_f23)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
   void (*conv_backward_data)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
+  // Direct sub-pixel kernel for 1-3 grad_x channels per group.
+  void (*conv_backward_data_narrow)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   void (*max_pool_forward)(const PoolGeom&, const T* x, T* y, int64_t* indices, int threads);
   void (*max_pool_backward)(const PoolGeom&, const T* gy, const int64_t* indices, T* gx, int threads);

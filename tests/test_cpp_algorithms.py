@@ -152,3 +152,32 @@ def test_winograd_with_infinities_matches_the_direct_sum(where, rng):
     np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
     finite = np.isfinite(expected)
     np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-10, atol=1e-10)
+
+
+# conv_transpose2d problems with 1-3 output channels per group: (N, C_in, H, W, C_out, R, S, kwargs)
+NARROW_EDGES = [
+    (2, 16, 9, 7, 3, 4, 4, dict(stride=2, padding=1)),  # generator last layer, odd sizes
+    (1, 8, 5, 40, 1, 3, 3, dict(stride=1, padding=1)),  # one channel, rows wider than a strip
+    (2, 6, 4, 5, 4, 3, 3, dict(stride=3, padding=1, output_padding=2, groups=2)),  # 2 per group
+    (1, 5, 3, 3, 3, 5, 5, dict(stride=2, dilation=2, padding=3)),  # a phase no tap reaches
+    (1, 4, 6, 6, 2, 2, 2, dict(stride=2)),
+    (3, 300, 2, 2, 3, 4, 4, dict(stride=2, padding=1)),  # long reduction over k
+]
+
+
+@pytest.mark.parametrize("case", NARROW_EDGES, ids=[str(c) for c in range(len(NARROW_EDGES))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forced_direct_narrow(case, dtype, rng):
+    n, cin, h, w, cout, r, s, kw = case
+    groups = kw.get("groups", 1)
+    x = rng.standard_normal((n, cin, h, w)).astype(dtype)
+    wt = rng.standard_normal((cin, cout // groups, r, s)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    _, _, _, _, _, g, _ = P.conv_transpose_params(x, wt, b, kw.get("stride", 1), kw.get("padding", 0),
+                                                  kw.get("output_padding", 0), groups, kw.get("dilation", 1))
+    with cpp_algorithms.force("direct_narrow"):
+        assert cpp.algorithm_for("conv_backward_data", g, dtype).name == "direct_narrow"
+        y = fastconv.conv_transpose2d(x, wt, b, backend="cpp", **kw)
+    assert_within(y, ref(fastconv.conv_transpose2d, x, wt, b, **kw),
+                  ref(fastconv.conv_transpose2d, *absolute(x, wt, b), **kw), cin // groups * r * s, dtype,
+                  what="direct_narrow")

@@ -59,6 +59,11 @@ def _winograd_backward_data_accepts(g):
     return why
 
 
+def _narrow_accepts(g):
+    cg = g.C // g.groups
+    return None if cg <= 3 else f"{cg} grad_x channels per group (direct_narrow takes 1-3)"
+
+
 def _flipped_transposed(w, groups):
     """w (K, C/g, 3, 3) -> (C, K/g, 3, 3), each kernel rotated 180 degrees: the weights of the
     forward conv that computes this conv's backward-data at stride 1."""
@@ -86,6 +91,8 @@ def make_tables(C, geom):
         Algorithm("winograd_f23", _winograd_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_winograd_f23(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
+        Algorithm("direct_narrow", _narrow_accepts,
+                  lambda gy, w, b, gx, g, t: C.conv_backward_data_narrow(geom(g), gy, w, b, gx, t)),
         Algorithm("implicit_gemm_subpixel", _always,
                   lambda gy, w, b, gx, g, t: C.conv_backward_data(geom(g), gy, w, b, gx, t)),
     ]

@@ -52,7 +52,9 @@ void narrow_phase_rows(const T* block, int64_t block_row0, int64_t row_len, int6
   for (int64_t u = u0; u < u0 + nu; ++u) {
     for (int64_t v0 = 0; v0 < cols; v0 += CH) {
       V acc[CG][NV];
+#pragma GCC unroll 16
       for (int c = 0; c < CG; ++c)
+#pragma GCC unroll 16
         for (int q = 0; q < NV; ++q) acc[c][q] = V{};
       for (int64_t k = 0; k < Kg; ++k) {
         for (int64_t i = 0; i < Th; ++i) {
@@ -60,9 +62,12 @@ void narrow_phase_rows(const T* block, int64_t block_row0, int64_t row_len, int6
           const T* wk = weights + (k * Th + i) * Tw * CG;
           for (int64_t j = 0; j < Tw; ++j) {
             V src[NV];
+#pragma GCC unroll 16
             for (int q = 0; q < NV; ++q) std::memcpy(&src[q], row + off_w[j] + q * L, sizeof(V));
+#pragma GCC unroll 16
             for (int c = 0; c < CG; ++c) {
               const T a = wk[j * CG + c];
+#pragma GCC unroll 16
               for (int q = 0; q < NV; ++q) acc[c][q] += src[q] * a;
             }
           }
@@ -149,29 +154,33 @@ void conv_backward_data_narrow(const ConvGeom& g, const T* gy, const T* w, const
       int64_t min_h = oh[0], max_h = oh[0], min_w = ow[0], max_w = ow[0];
       for (int64_t i = 1; i < Th; ++i) min_h = min64(min_h, oh[i]), max_h = max64(max_h, oh[i]);
       for (int64_t j = 1; j < Tw; ++j) min_w = min64(min_w, ow[j]), max_w = max64(max_w, ow[j]);
-      constexpr int64_t CH = 12 * L;  // widest strip of any variant below
+      constexpr int64_t CH = 6 * L;  // widest strip of the variants below (1 channel x 6 vectors)
       const int64_t left = max64(0, -min_w), block_row0 = u0 + min_h, block_rows = nu + max_h - min_h;
-      const int64_t row_len = left + round_up(cols_here, CH) + max64(0, max_w) + CH;
+      const int64_t row_len = left + round_up(cols_here, CH) + max64(0, max_w);
       T* block = static_cast<T*>(thread_workspace(sizeof(T) * Kg * block_rows * row_len, kSlotTile));
+      // grad_out column x sits at left + x; columns [first, last) are copied, the rest zeroed.
+      const int64_t first = max64(0, -left), last = min64(g.OW, row_len - left);
       for (int64_t k = 0; k < Kg; ++k)
         for (int64_t r = 0; r < block_rows; ++r) {
           T* dst = block + (k * block_rows + r) * row_len;
           const int64_t src_row = block_row0 + r;
-          for (int64_t e = 0; e < row_len; ++e) dst[e] = T(0);
-          if (src_row < 0 || src_row >= g.OH) continue;
+          if (src_row < 0 || src_row >= g.OH || last <= first) {
+            for (int64_t e = 0; e < row_len; ++e) dst[e] = T(0);
+            continue;
+          }
           const T* src = gy + ((n * g.K + gi * Kg + k) * g.OH + src_row) * g.OW;
-          // grad_out column x sits at left + x; only columns some tap can read matter.
-          const int64_t last = min64(g.OW, cols_here + max_w + CH);
-          for (int64_t x = max64(0, min_w); x < last; ++x) dst[left + x] = src[x];
+          for (int64_t e = 0; e < left + first; ++e) dst[e] = T(0);
+          for (int64_t x = first; x < last; ++x) dst[left + x] = src[x];
+          for (int64_t e = left + last; e < row_len; ++e) dst[e] = T(0);
         }
       const T* wts = packed + phase_base[ph] + gi * Kg * Th * Tw * Cg;
       const int64_t rs = g.sh * g.W, cs = g.sw;
       switch (Cg) {
-        case 1: narrow_phase_rows<T, 1, 8>(block, block_row0, row_len, left, block_rows, Kg, Th, Tw, oh, ow, wts, u0,
+        case 1: narrow_phase_rows<T, 1, 6>(block, block_row0, row_len, left, block_rows, Kg, Th, Tw, oh, ow, wts, u0,
                                             nu, cols_here, out, rs, cs, b); break;
-        case 2: narrow_phase_rows<T, 2, 6>(block, block_row0, row_len, left, block_rows, Kg, Th, Tw, oh, ow, wts, u0,
+        case 2: narrow_phase_rows<T, 2, 4>(block, block_row0, row_len, left, block_rows, Kg, Th, Tw, oh, ow, wts, u0,
                                             nu, cols_here, out, rs, cs, b); break;
-        default: narrow_phase_rows<T, 3, 4>(block, block_row0, row_len, left, block_rows, Kg, Th, Tw, oh, ow, wts,
+        default: narrow_phase_rows<T, 3, 3>(block, block_row0, row_len, left, block_rows, Kg, Th, Tw, oh, ow, wts,
                                              u0, nu, cols_here, out, rs, cs, b); break;
       }
     } catch (...) {

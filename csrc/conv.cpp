@@ -15,6 +15,7 @@
 #include "gather.h"
 #include "gemm_microkernel.h"
 #include "kernels.h"
+#include "subpixel.h"
 #include "workspace.h"
 
 namespace fastconv {
@@ -154,21 +155,8 @@ void conv_backward_data(const ConvGeom& g, const T* gy, const T* w, const T* bia
   int64_t* phase_base = hi_w + g.sw * g.S;
   T* packed = reinterpret_cast<T*>(shared + table_bytes);
 
-  auto build_taps = [](int64_t stride, int64_t pad, int64_t dil, int64_t kernel, int64_t* ntap, int64_t* off,
-                       int64_t* tap) {
-    for (int64_t a = 0; a < stride; ++a) {
-      ntap[a] = 0;
-      for (int64_t r = 0; r < kernel; ++r) {
-        const int64_t v = a + pad - r * dil;
-        if (((v % stride) + stride) % stride == 0) {
-          off[a * kernel + ntap[a]] = v / stride;  // exact, so truncation is fine
-          tap[a * kernel + ntap[a]++] = r;
-        }
-      }
-    }
-  };
-  build_taps(g.sh, g.ph, g.dh, g.R, ntap_h, off_h, tap_h);
-  build_taps(g.sw, g.pw, g.dw, g.S, ntap_w, off_w, tap_w);
+  subpixel_taps(g.sh, g.ph, g.dh, g.R, ntap_h, off_h, tap_h);
+  subpixel_taps(g.sw, g.pw, g.dw, g.S, ntap_w, off_w, tap_w);
   for (int64_t a = 0; a < g.sw; ++a) {
     const int64_t cols = a < g.W ? ceil_div(g.W - a, g.sw) : 0;
     column_ranges(ntap_w[a], off_w + a * g.S, 1, g.OW, cols, lo_w + a * g.S, hi_w + a * g.S);

@@ -18,6 +18,7 @@
 #include "gather.h"
 #include "gemm_microkernel.h"
 #include "kernels.h"
+#include "subpixel.h"
 #include "workspace.h"
 
 namespace fastconv {
@@ -25,22 +26,6 @@ namespace FC_ISA {
 namespace {
 
 constexpr int64_t kRowsPerTask = 8;
-
-// Per residue a of `stride`: the taps r with (a + pad - r*dil) divisible by stride, and the
-// grad_out offset (a + pad - r*dil) / stride at which each reads.
-void subpixel_taps(int64_t stride, int64_t pad, int64_t dil, int64_t kernel, int64_t* ntap, int64_t* off,
-                   int64_t* tap) {
-  for (int64_t a = 0; a < stride; ++a) {
-    ntap[a] = 0;
-    for (int64_t r = 0; r < kernel; ++r) {
-      const int64_t v = a + pad - r * dil;
-      if (((v % stride) + stride) % stride == 0) {
-        off[a * kernel + ntap[a]] = v / stride;
-        tap[a * kernel + ntap[a]++] = r;
-      }
-    }
-  }
-}
 
 template <class T, int CG, int NV>
 void narrow_phase_rows(const T* block, int64_t block_row0, int64_t row_len, int64_t left, int64_t rows_in_block,
@@ -159,7 +144,7 @@ void conv_backward_data_narrow(const ConvGeom& g, const T* gy, const T* w, const
       const int64_t row_len = left + round_up(cols_here, CH) + max64(0, max_w);
       T* block = static_cast<T*>(thread_workspace(sizeof(T) * Kg * block_rows * row_len, kSlotTile));
       // grad_out column x sits at left + x; columns [first, last) are copied, the rest zeroed.
-      const int64_t first = max64(0, -left), last = min64(g.OW, row_len - left);
+      const int64_t first = 0, last = min64(g.OW, row_len - left);
       for (int64_t k = 0; k < Kg; ++k)
         for (int64_t r = 0; r < block_rows; ++r) {
           T* dst = block + (k * block_rows + r) * row_len;

@@ -22,12 +22,12 @@ if fastconv.backends()["cpp"] is None:
 
 # (N, C, H, W, K, groups, padding)
 WINOGRAD_EDGES = [
-    (2, 3, 7, 9, 5, 1, 1),  # odd output: partial 2x2 tiles on both edges; tiles cross images
+    (2, 8, 7, 9, 8, 1, 1),  # odd output: partial 2x2 tiles on both edges; tiles cross images
     (1, 20, 6, 6, 13, 1, 0),  # K, C off the 6x16 register tile
-    (1, 260, 5, 4, 7, 1, 1),  # reduction over C longer than one KC block
-    (2, 8, 9, 8, 12, 4, 2),  # groups, padding 2
-    (1, 4, 3, 3, 4, 2, "same"),
-    (3, 2, 2, 2, 3, 1, 1),  # a single output tile per image
+    (1, 260, 5, 4, 9, 1, 1),  # reduction over C longer than one KC block
+    (2, 16, 9, 8, 16, 2, 2),  # groups, padding 2
+    (1, 8, 3, 3, 8, 1, "same"),
+    (3, 8, 2, 2, 9, 1, 1),  # a single output tile per image
 ]
 
 
@@ -83,18 +83,21 @@ def test_forced_backward_data_algorithms(case, name, rng):
 
 
 def test_explain_says_why_an_algorithm_declines():
-    x = np.zeros((1, 4, 8, 8), np.float32)
-    _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((4, 4, 3, 3), np.float32), None, 2, 1, 1, 1)
+    x = np.zeros((1, 8, 8, 8), np.float32)
+    _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((8, 8, 3, 3), np.float32), None, 2, 1, 1, 1)
     reasons = dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], g))
     assert reasons == {"winograd_f23": "stride is not 1", "implicit_gemm": None}
-    _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((4, 4, 5, 5), np.float32), None, 1, 3, 1, 1)
+    _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((8, 2, 3, 3), np.float32), None, 1, 1, 1, 4)
+    assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], g))["winograd_f23"] == \
+        "2 in / 2 out channels per group (winograd_f23 wants 8 or more)"
+    _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((8, 8, 5, 5), np.float32), None, 1, 3, 1, 1)
     assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_backward_data"], g))["winograd_f23"] == \
         "kernel 5x5 is not 3x3"
 
 
 def test_forced_algorithm_that_declines_falls_through(rng):
-    x = rng.standard_normal((1, 2, 7, 7)).astype(np.float32)
-    wt = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((1, 8, 7, 7)).astype(np.float32)
+    wt = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
     with cpp_algorithms.force("winograd_f23"):
         _, _, _, _, _, g, _ = P.conv_params(x, wt, None, 2, 0, 1, 1)
         assert cpp.algorithm_for("conv_forward", g, np.float32).name == "implicit_gemm"
@@ -139,8 +142,8 @@ def test_autotune_caches_its_choice_on_disk(tmp_path):
 @pytest.mark.parametrize("where", ["x", "weight"])
 def test_winograd_with_infinities_matches_the_direct_sum(where, rng):
     """inf - inf inside the transforms would give NaN; the result must be torch's +-inf."""
-    x = rng.standard_normal((2, 3, 8, 8))
-    w = rng.standard_normal((4, 3, 3, 3))
+    x = rng.standard_normal((2, 8, 8, 8))
+    w = rng.standard_normal((8, 8, 3, 3))
     if where == "x":
         x[1, 0, 5, 5], x[1, 2, 0, 0] = np.inf, -np.inf
     else:

@@ -43,6 +43,11 @@ def _always(g):
 
 
 def _winograd_accepts(g):
+    cg, kg = g.C // g.groups, g.K // g.groups
+    if cg < 8 or kg < 8:
+        # Its 16 GEMMs are then too thin to pay for the transforms, and its error, a few
+        # roundoffs per transform, would no longer be small next to the short sums' own.
+        return f"{cg} in / {kg} out channels per group (winograd_f23 wants 8 or more)"
     if (g.R, g.S) != (3, 3):
         return f"kernel {g.R}x{g.S} is not 3x3"
     if (g.stride_h, g.stride_w) != (1, 1):

@@ -59,6 +59,7 @@ def _request_threading_layer():
 if numba is not None:
     _request_threading_layer()
     from . import numba_conv as _conv
+    from . import numba_conv_shifted as _shifted
     from . import numba_pool as _pool
 
 _launch_lock = threading.Lock()
@@ -118,12 +119,27 @@ def _round_up(a, b):
 
 
 def _choose_tile(rows, pixels, outer_tasks, itemsize):
+    """Pixels per tile for a patch tile of `rows` rows that stays whole in L2."""
     tile = _TILE_BYTES // (max(rows, 1) * itemsize)
     tile = min(max(tile // _GRAIN * _GRAIN, _MIN_TILE), 1024)
     tile = min(tile, _round_up(max(pixels, 1), _GRAIN))
     while outer_tasks * -(-pixels // tile) < _MIN_TASKS and tile > _MIN_TILE:
         tile = max(_MIN_TILE, _round_up(tile // 2, _GRAIN))
     return tile
+
+
+def _choose_tile_and_chunk(rows, out_rows, pixels, outer_tasks, itemsize):
+    """(pixels per tile, patch rows per chunk) for the gather kernels, which gather and
+    multiply a tile's patch rows a chunk at a time: tiles stay 256 pixels wide (gemm_acc's
+    per-row overhead is paid per 16 multiply-adds at 64 pixels, per 64 at 256) however long
+    the reduction, while the chunk (chunk x tile) and the result tile (out_rows x tile) each
+    stay near 256 KiB, so both live in L2."""
+    tile = min(256, max(_TILE_BYTES // (max(out_rows, 1) * itemsize) // _GRAIN * _GRAIN, _MIN_TILE))
+    tile = min(tile, _round_up(max(pixels, 1), _GRAIN))
+    while outer_tasks * -(-pixels // tile) < _MIN_TASKS and tile > _MIN_TILE:
+        tile = max(_MIN_TILE, _round_up(tile // 2, _GRAIN))
+    chunk = max(4, _TILE_BYTES // (tile * itemsize) // 4 * 4)  # a multiple of gemm_acc's 4 terms
+    return tile, min(chunk, _round_up(max(rows, 1), 4))
 
 
 def _bias_or_empty(bias, dtype):
@@ -147,27 +163,74 @@ def _phase_taps(stride, pad, dil, kernel):
 
 # --------------------------------------------------------------------------- convolution
 
+# Two algorithms for the forward and backward-data (STYLE: one file each, chosen by data).
+# numba_conv.py gathers patch tiles, R*S copies of every input value, and wastes no
+# arithmetic; numba_conv_shifted.py reads shifted windows of one padded copy of the input
+# and computes (and drops) garbage columns to do so. The gather costs about as much as
+# gemm_acc's work when the gemm has few output rows (the 1-3 channels of an image-producing
+# layer: 2-3x faster shifted, seed shapes decoder.tconv2, dcgan.G4, dcgan.D1's backward),
+# and is a small part of it from 32 channels on, where the shifted form's per-image tiles
+# and extra columns make it slower (dcgan.G1-G3: up to 2.5x), so it takes only the former,
+# with rows at most a third wider than the output's and grids long enough for gemm_acc's
+# vector loop.
+_SHIFTED_MAX_CHANNELS = 8
+
+
+def _shifted_accepts(out_channels, out_cols, grid_cols, grid_rows):
+    return (out_channels <= _SHIFTED_MAX_CHANNELS and 3 * grid_cols <= 4 * out_cols
+            and grid_rows * grid_cols >= _MIN_TILE)
+
+
 def conv_forward(x, w, bias, g):
     y = P.empty(np, "conv2d", g.y_shape, x.dtype)
     rows = (g.C // g.groups) * g.R * g.S
-    tile = _choose_tile(rows, g.N * g.out_h * g.out_w, g.groups, x.itemsize)
-    with _kernel_call():
-        _conv.conv_forward(x, w, _bias_or_empty(bias, x.dtype), y, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
-                           g.dil_h, g.dil_w, g.groups, tile)
+    bias = _bias_or_empty(bias, x.dtype)
+    plane_w = g.out_w + ((g.S - 1) * g.dil_w) // g.stride_w
+    if _shifted_accepts(g.K // g.groups, g.out_w, plane_w, g.out_h):
+        tile = _choose_tile(rows, g.out_h * plane_w, g.N * g.groups, x.itemsize)
+        with _kernel_call():
+            _shifted.conv_forward(x, w, bias, y, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w,
+                                  g.groups, tile)
+    else:
+        tile, chunk = _choose_tile_and_chunk(rows, g.K // g.groups, g.N * g.out_h * g.out_w, g.groups, x.itemsize)
+        with _kernel_call():
+            _conv.conv_forward(x, w, bias, y, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, g.groups,
+                               tile, chunk)
     return y
 
 
 def conv_backward_data(gy, w, bias, g):
     gx = P.empty(np, "conv2d_backward", g.x_shape, gy.dtype)
+    bias = _bias_or_empty(bias, gy.dtype)
     ntap_h, off_h, tap_h = _phase_taps(g.stride_h, g.pad_h, g.dil_h, g.R)
     ntap_w, off_w, tap_w = _phase_taps(g.stride_w, g.pad_w, g.dil_w, g.S)
     phases = g.stride_h * g.stride_w
-    max_pixels = g.N * -(-g.H // g.stride_h) * -(-g.W // g.stride_w)
-    tile = _choose_tile((g.K // g.groups) * g.R * g.S // phases + 1, max_pixels, g.groups * phases, gy.itemsize)
-    with _kernel_call():
-        _conv.conv_backward_data(gy, w, _bias_or_empty(bias, gy.dtype), gx, g.stride_h, g.stride_w, g.groups,
-                                 ntap_h, off_h, tap_h, ntap_w, off_w, tap_w, tile)
+    kd = (g.K // g.groups) * g.R * g.S // phases + 1
+    max_rows, max_cols = -(-g.H // g.stride_h), -(-g.W // g.stride_w)
+    # The grad_out planes of the shifted form: padding for the most negative tap offset,
+    # room for the most positive one, one slack row.
+    lo_h, hi_h = _offset_range(ntap_h, off_h)
+    lo_w, hi_w = _offset_range(ntap_w, off_w)
+    pad_top, pad_left = max(0, -lo_h), max(0, -lo_w)
+    plane_h, plane_w = max_rows + hi_h + pad_top + 1, max_cols + hi_w + pad_left
+    if _shifted_accepts(g.C // g.groups, max_cols, plane_w, max_rows):
+        tile = _choose_tile(kd, max_rows * plane_w, g.N * g.groups * phases, gy.itemsize)
+        with _kernel_call():
+            _shifted.conv_backward_data(gy, w, bias, gx, g.stride_h, g.stride_w, g.groups, ntap_h, off_h, tap_h,
+                                        ntap_w, off_w, tap_w, pad_top, pad_left, plane_h, plane_w, tile)
+    else:
+        tile, chunk = _choose_tile_and_chunk(kd, g.C // g.groups, g.N * max_rows * max_cols, g.groups * phases,
+                                             gy.itemsize)
+        with _kernel_call():
+            _conv.conv_backward_data(gy, w, bias, gx, g.stride_h, g.stride_w, g.groups, ntap_h, off_h, tap_h,
+                                     ntap_w, off_w, tap_w, tile, chunk)
     return gx
+
+
+def _offset_range(count, offset):
+    """(lowest, highest) grad_out offset over the taps that exist; (0, 0) if none do."""
+    used = [int(offset[a, i]) for a in range(count.size) for i in range(int(count[a]))]
+    return (min(used), max(used)) if used else (0, 0)
 
 
 def conv_backward_weight(gy, x, g):

@@ -23,23 +23,38 @@ from numba import njit, prange
 from .numba_gemm import gemm_acc, gemm_nt_acc
 
 
+# Below this grid width a tile row is made of many short segments, and the per-segment
+# bookkeeping costs more than a per-column index map (a 3x3 output: 3-pixel segments).
+_SHORT_SEGMENT = 16
+
+
 @njit(cache=True, nogil=True)
 def _gather_rows(src, plane0, img_planes, grid_h, grid_w, nh, nw, offs_h, offs_w, step_h, step_w,
-                 row0, nrows, q0, nq, out, transposed):
-    """Rows [row0, row0 + nrows) and columns [q0, q0 + nq) of a patch matrix, into a tile.
+                 row0, nrows, q0, nq, out):
+    """Rows [row0, row0 + nrows) and columns [q0, q0 + nq) of a patch matrix, into out[:nrows, :nq].
 
     Columns run over the pixels of a grid_h x grid_w output grid, image after image: column q
     is pixel (qh, qw) = divmod(q mod (grid_h * grid_w), grid_w) of image q // (grid_h * grid_w),
     so a tile may span several small images. Patch row (c, i, j) holds, for column q,
     src[plane0 + image * img_planes + c, qh * step_h + offs_h[i], qw * step_w + offs_w[j]], and 0
-    outside the plane. Written to out[row - row0, q - q0], or out[q - q0, row - row0] when
-    transposed.
-
-    The tile's columns fall into segments, one per grid row; where each tap's segment starts
-    and which part of it lies inside the plane are worked out once per tile, so the row loop
-    is bare copies (4.4 G elements/s at stride 1 against 0.7 with the arithmetic inline). The
-    copies index with uint64 so that Numba emits no negative-index check and LLVM vectorises.
+    outside the plane.
     """
+    if grid_w < _SHORT_SEGMENT:
+        _gather_rows_indexed(src, plane0, img_planes, grid_h, grid_w, nh, nw, offs_h, offs_w, step_h, step_w,
+                             row0, nrows, q0, nq, out)
+    else:
+        _gather_rows_segments(src, plane0, img_planes, grid_h, grid_w, nh, nw, offs_h, offs_w, step_h, step_w,
+                              row0, nrows, q0, nq, out)
+
+
+@njit(cache=True, nogil=True)
+def _gather_rows_segments(src, plane0, img_planes, grid_h, grid_w, nh, nw, offs_h, offs_w, step_h, step_w,
+                          row0, nrows, q0, nq, out):
+    """_gather_rows for wide grids: the tile's columns fall into segments, one per grid row;
+    where each tap's segment starts and which part of it lies inside the plane are worked out
+    once per tile, so the row loop is bare copies (4.4 G elements/s at stride 1 against 0.7
+    with the arithmetic inline). The copies index with uint64 so that Numba emits no
+    negative-index check and LLVM vectorises them."""
     Hs, Ws = src.shape[1], src.shape[2]
     plane_size = Hs * Ws
     flat_src = src.reshape(src.size)
@@ -77,34 +92,62 @@ def _gather_rows(src, plane0, img_planes, grid_h, grid_w, nh, nw, offs_h, offs_w
     seg_start[nseg] = nq
 
     step = np.uint64(step_w)
-    ncols = np.uint64(nrows)
     for r in range(nrows):
         row = row0 + r
         tap = row % taps
         channel_src = (row // taps) * plane_size
-        out_r = np.uint64(r)
+        row_dst = np.uint64(r) * np.uint64(out.shape[1])
         for si in range(nseg):
             t0 = seg_start[si]
             t1 = seg_start[si + 1]
             lo = seg_lo[tap, si]
             hi = seg_hi[tap, si]
+            for t in range(t0, t0 + lo):
+                out[r, t] = 0.0
             src0 = np.uint64(seg_src[tap, si] + channel_src)
-            if transposed:
-                for t in range(t0, t0 + lo):
-                    out[t, r] = 0.0
-                dst0 = np.uint64(t0) * ncols + out_r
-                for u in range(np.uint64(lo), np.uint64(hi)):
-                    flat_out[dst0 + u * ncols] = flat_src[src0 + u * step]
-                for t in range(t0 + hi, t1):
-                    out[t, r] = 0.0
-            else:
-                for t in range(t0, t0 + lo):
-                    out[r, t] = 0.0
-                dst0 = out_r * np.uint64(out.shape[1]) + np.uint64(t0)
-                for u in range(np.uint64(lo), np.uint64(hi)):
-                    flat_out[dst0 + u] = flat_src[src0 + u * step]
-                for t in range(t0 + hi, t1):
-                    out[r, t] = 0.0
+            dst0 = row_dst + np.uint64(t0)
+            for u in range(np.uint64(lo), np.uint64(hi)):
+                flat_out[dst0 + u] = flat_src[src0 + u * step]
+            for t in range(t0 + hi, t1):
+                out[r, t] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def _gather_rows_indexed(src, plane0, img_planes, grid_h, grid_w, nh, nw, offs_h, offs_w, step_h, step_w,
+                         row0, nrows, q0, nq, out):
+    """_gather_rows for narrow grids: per (tap, column) the flat source offset, or -1 in the
+    padding, worked out once per tile; each row is then one pass over its columns."""
+    Hs, Ws = src.shape[1], src.shape[2]
+    plane_size = Hs * Ws
+    flat_src = src.reshape(src.size)
+    taps = nh * nw
+    index = np.empty((taps, nq), dtype=np.int64)
+    grid_size = grid_h * grid_w
+    for t in range(nq):
+        q = q0 + t
+        image_src = (plane0 + (q // grid_size) * img_planes) * plane_size
+        qh = (q % grid_size) // grid_w
+        qw = q % grid_w
+        for tap in range(taps):
+            ih = qh * step_h + offs_h[tap // nw]
+            iw = qw * step_w + offs_w[tap % nw]
+            index[tap, t] = image_src + ih * Ws + iw if (0 <= ih < Hs and 0 <= iw < Ws) else -1
+    for r in range(nrows):
+        row = row0 + r
+        tap = row % taps
+        channel_src = (row // taps) * plane_size
+        for t in range(nq):
+            at = index[tap, t]
+            out[r, t] = flat_src[at + channel_src] if at >= 0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _row_offsets(rows, row_length):
+    """gemm_acc's b_off for a packed (rows, row_length) tile."""
+    offsets = np.empty(rows, dtype=np.int64)
+    for p in range(rows):
+        offsets[p] = p * row_length
+    return offsets
 
 
 @njit(cache=True, nogil=True)
@@ -127,11 +170,13 @@ def _copy_row_strided(src, src0, dst, dst0, dst_step, n):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def conv_forward(x, w, bias, y, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, tile):
+def conv_forward(x, w, bias, y, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, tile, chunk):
     """y = conv(x, w) (+ bias when bias.size > 0).
 
     Tasks: group x tiles of the (image, output pixel) axis: a tile spans several images when
-    they are small, which keeps the gemm's vector loop long (a 3x3 output is 9 pixels).
+    they are small, which keeps the gemm's vector loop long (a 3x3 output is 9 pixels). The
+    patch rows are gathered and multiplied `chunk` rows at a time, so that a long reduction
+    (C * R * S of 1000 and more) does not force narrow tiles to keep the patch tile in L2.
     """
     N, C, H, W = x.shape
     K, Cg, R, S = w.shape
@@ -154,11 +199,14 @@ def conv_forward(x, w, bias, y, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 
         gi = task // ntiles
         q0 = (task % ntiles) * tile
         nq = min(tile, N * pixels - q0)
-        patches = np.empty((rows, nq), dtype=x.dtype)
-        _gather_rows(x_planes, gi * Cg, C, out_h, out_w, R, S, offs_h, offs_w, stride_h, stride_w,
-                     0, rows, q0, nq, patches, False)
+        patches = np.empty((min(chunk, rows), nq), dtype=x.dtype)
+        patch_rows = _row_offsets(patches.shape[0], nq)
         acc = np.zeros((Kg, nq), dtype=y.dtype)
-        gemm_acc(w_rows, gi * Kg, 0, Kg, rows, patches, acc)
+        for r0 in range(0, rows, chunk):
+            nr = min(chunk, rows - r0)
+            _gather_rows(x_planes, gi * Cg, C, out_h, out_w, R, S, offs_h, offs_w, stride_h, stride_w,
+                         r0, nr, q0, nq, patches)
+            gemm_acc(w_rows, gi * Kg, r0, Kg, nr, patches.reshape(patches.size), patch_rows, acc)
         if has_bias:
             for k in range(Kg):
                 for t in range(nq):
@@ -173,16 +221,41 @@ def conv_forward(x, w, bias, y, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 
             t += seg
 
 
+@njit(cache=True, nogil=True)
+def _pack_phase_weights(w, groups, stride_w, ntap_h, tap_h, ntap_w, tap_w):
+    """Backward-data's left operand per phase of gx: packed[phase, c, (k * Th + i) * Tw + j] =
+    w[group(c) * Kg + k, c mod Cg, tap_h[ah, i], tap_w[aw, j]], zero past the phase's taps.
+    One pass over the weights, serial: it is the size of the weights, not of the data."""
+    K, Cg = w.shape[0], w.shape[1]
+    C = Cg * groups
+    Kg = K // groups
+    phases = ntap_h.size * stride_w
+    packed = np.zeros((phases, C, Kg * ntap_h.max() * ntap_w.max()), dtype=w.dtype)
+    for phase in range(phases):
+        ah = phase // stride_w
+        aw = phase % stride_w
+        th = ntap_h[ah]
+        tw = ntap_w[aw]
+        for cc in range(C):
+            gi = cc // Cg
+            c = cc % Cg
+            for k in range(Kg):
+                for i in range(th):
+                    for j in range(tw):
+                        packed[phase, cc, (k * th + i) * tw + j] = w[gi * Kg + k, c, tap_h[ah, i], tap_w[aw, j]]
+    return packed
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def conv_backward_data(gy, w, bias, gx, stride_h, stride_w, groups, ntap_h, off_h, tap_h, ntap_w, off_w, tap_w,
-                       tile):
+                       tile, chunk):
     """gx = conv^T(gy, w) (+ bias per channel of gx), without zero insertion.
 
     gx's pixels split into stride_h x stride_w phases by (ih mod sh, iw mod sw). Within phase
     (ah, aw) only the ntap_h[ah] x ntap_w[aw] taps (tap_h[ah, i], tap_w[aw, j]) reach a pixel,
     reading grad_out at (u + off_h[ah, i], v + off_w[aw, j]) for phase pixel (u, v): a dense
     stride-1 correlation with a sub-kernel (the sub-pixel decomposition of csrc/conv.cpp).
-    Tasks: group x phase x tiles of the (image, phase pixel) axis.
+    Tasks: group x phase x tiles of the (image, phase pixel) axis; rows `chunk` at a time.
     """
     N, K, out_h, out_w = gy.shape
     C, H, W = gx.shape[1], gx.shape[2], gx.shape[3]
@@ -190,23 +263,7 @@ def conv_backward_data(gy, w, bias, gx, stride_h, stride_w, groups, ntap_h, off_
     Kg = K // groups
     phases = stride_h * stride_w
     has_bias = bias.size > 0
-    kd_max = Kg * ntap_h.max() * ntap_w.max()
-
-    # packed[phase, c, (k * Th + i) * Tw + j] = w[group(c) * Kg + k, c mod Cg, tap_h[i], tap_w[j]]
-    packed = np.zeros((phases, C, kd_max), dtype=w.dtype)
-    for pc in prange(phases * C):
-        phase = pc // C
-        cc = pc % C
-        gi = cc // Cg
-        c = cc % Cg
-        ah = phase // stride_w
-        aw = phase % stride_w
-        th = ntap_h[ah]
-        tw = ntap_w[aw]
-        for k in range(Kg):
-            for i in range(th):
-                for j in range(tw):
-                    packed[phase, cc, (k * th + i) * tw + j] = w[gi * Kg + k, c, tap_h[ah, i], tap_w[aw, j]]
+    packed = _pack_phase_weights(w, groups, stride_w, ntap_h, tap_h, ntap_w, tap_w)
 
     gy_planes = gy.reshape(N * K, out_h, out_w)
     gx_flat = gx.reshape(gx.size)
@@ -226,11 +283,14 @@ def conv_backward_data(gy, w, bias, gx, stride_h, stride_w, groups, ntap_h, off_
             th = ntap_h[ah]
             tw = ntap_w[aw]
             kd = Kg * th * tw
-            patches = np.empty((kd, nq), dtype=gy.dtype)
-            _gather_rows(gy_planes, gi * Kg, K, rows_here, cols_here, th, tw, off_h[ah], off_w[aw], 1, 1,
-                         0, kd, q0, nq, patches, False)
+            patches = np.empty((min(chunk, kd), nq), dtype=gy.dtype)
+            patch_rows = _row_offsets(patches.shape[0], nq)
             acc = np.zeros((Cg, nq), dtype=gx.dtype)
-            gemm_acc(packed[phase], gi * Cg, 0, Cg, kd, patches, acc)
+            for r0 in range(0, kd, chunk):
+                nr = min(chunk, kd - r0)
+                _gather_rows(gy_planes, gi * Kg, K, rows_here, cols_here, th, tw, off_h[ah], off_w[aw], 1, 1,
+                             r0, nr, q0, nq, patches)
+                gemm_acc(packed[phase], gi * Cg, r0, Cg, nr, patches.reshape(patches.size), patch_rows, acc)
             if has_bias:
                 for c in range(Cg):
                     for t in range(nq):
@@ -293,7 +353,7 @@ def conv_backward_weight(gy, x, gw, stride_h, stride_w, pad_h, pad_w, dil_h, dil
             q0 = qt * tile
             nq = min(tile, N * pixels - q0)
             _gather_rows(x_planes, gi * Cg, C, out_h, out_w, R, S, offs_h, offs_w, stride_h, stride_w,
-                         row0, nrows, q0, nq, patches, False)
+                         row0, nrows, q0, nq, patches)
             t = 0
             while t < nq:  # one segment per image
                 image = (q0 + t) // pixels

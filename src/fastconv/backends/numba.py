@@ -1,8 +1,8 @@
 """The Numba backend: @njit(parallel=True, cache=True) kernels (numba_conv.py, numba_pool.py).
 
-This module allocates outputs, derives tile sizes from the shape (never from the thread
-count, so results do not depend on it), and sets the thread count and the threading layer;
-the kernels do everything else.
+This module allocates outputs, chooses an algorithm and its tile sizes from the shape (the
+tiles fix the order of every sum, so they never depend on the thread count: results do
+not either), and sets the thread count and the threading layer; the kernels do the rest.
 
 Threading layer (measured here, numba 0.68, 2 shared cores). Numba's default order is tbb,
 then omp, then workqueue; the choice is made once per process, at the first parallel launch.
@@ -237,16 +237,21 @@ def conv_backward_weight(gy, x, g):
     gw = P.empty(np, "conv2d_backward", g.w_shape, gy.dtype)
     rows = (g.C // g.groups) * g.R * g.S
     k_per_group = g.K // g.groups
-    want_blocks = -(-_MIN_TASKS // g.groups)
-    # Split the patch rows first: a k block re-gathers its patch rows (the costly copy), a
-    # row block only re-packs grad_out. Blocks of at most 512 rows keep the two tiles in L2.
-    row_block = min(max(_round_up(-(-rows // want_blocks), 4), _GRAIN), 512)
+    # Blocks of gw do not change any sum (numba_conv.conv_backward_weight), so they follow
+    # the thread count: one block per task on one thread (every k block gathers the patch
+    # rows again, every row block reads grad_out again), two per thread otherwise so that
+    # uneven blocks still balance. Rows split first: a row block costs a re-read of grad_out,
+    # a k block a re-gather of patches. Blocks of at most 512 rows keep the tiles in L2.
+    threads = max(1, min(get_num_threads(), _numba_config.NUMBA_NUM_THREADS))
+    want_blocks = -(-(1 if threads == 1 else 2 * threads) // g.groups)
+    row_block = min(_round_up(max(-(-rows // want_blocks), _GRAIN), 4), _round_up(rows, 4), 512)
     row_blocks = -(-rows // row_block)
     k_block = k_per_group
     if row_blocks < want_blocks:
         split = -(-want_blocks // row_blocks)
         k_block = min(k_per_group, max(_GRAIN, _round_up(-(-k_per_group // split), 4)))
-    tile = _TILE_BYTES // ((_round_up(row_block, 4) + _round_up(k_block, 4)) * x.itemsize)
+    # The tile fixes each sum's order: from the shape alone.
+    tile = _TILE_BYTES // ((min(_round_up(rows, 4), 512) + _round_up(k_per_group, 4)) * x.itemsize)
     tile = min(max(tile // _GRAIN * _GRAIN, _MIN_TILE), 1024, _round_up(max(g.N * g.out_h * g.out_w, 1), _GRAIN))
     with _kernel_call():
         _conv.conv_backward_weight(gy, x, gw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w,

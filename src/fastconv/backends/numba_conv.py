@@ -314,9 +314,11 @@ def conv_backward_weight(gy, x, gw, stride_h, stride_w, pad_h, pad_w, dil_h, dil
 
     Tasks own disjoint blocks of gw (group x block of patch rows x block of k) and each
     reduces over the whole batch in a fixed order: no partial sums to merge, no atomics.
-    Per tile of the (image, pixel) axis a task gathers its patch rows and packs its grad_out
-    rows, both running along the pixels, and gemm_nt_acc reduces over the tile. The caller
-    keeps k blocks whole where it can: every k block gathers the patch rows again.
+    Per tile of pixels a task gathers its patch rows, and gemm_nt_acc reduces over the tile
+    with grad_out's rows read in place. Tiles of images smaller than a tile span several
+    images, and then grad_out's rows are packed first. The blocks do not change any sum
+    (each runs over all tiles in order), so the caller may size them by the thread count;
+    the tile fixes the summation order and depends on the shape alone.
     """
     N, C, H, W = x.shape
     K, Cg, R, S = gw.shape
@@ -335,7 +337,9 @@ def conv_backward_weight(gy, x, gw, stride_h, stride_w, pad_h, pad_w, dil_h, dil
     gw_rows = gw.reshape(K, rows)
     nrb = (rows + row_block - 1) // row_block
     nkb = (Kg + k_block - 1) // k_block
-    ntiles = (N * pixels + tile - 1) // tile
+    in_place = pixels >= tile
+    tiles_per_image = (pixels + tile - 1) // tile
+    ntiles = N * tiles_per_image if in_place else (N * pixels + tile - 1) // tile
     for task in prange(groups * nrb * nkb):
         gi = task // (nrb * nkb)
         rb = (task // nkb) % nrb
@@ -344,25 +348,40 @@ def conv_backward_weight(gy, x, gw, stride_h, stride_w, pad_h, pad_w, dil_h, dil
         nrows = min(row_block, rows - row0)
         k0 = kb * k_block
         nk = min(k_block, Kg - k0)
-        # Sides padded to multiples of 4 with zero rows (never written): gemm_nt_acc has no
-        # remainder code, and the padding's sums are dropped.
+        # Sides padded to multiples of 4: B with zero rows (never written), A's extra rows
+        # repeat its last one; the padding's sums are dropped.
         acc = np.zeros(((nk + 3) // 4 * 4, (nrows + 3) // 4 * 4), dtype=gw.dtype)
-        gy_tile = np.zeros((acc.shape[0], tile), dtype=gy.dtype)
         patches = np.zeros((acc.shape[1], tile), dtype=x.dtype)
+        a_off = np.empty(acc.shape[0], dtype=np.int64)
+        gy_tile = np.empty((0 if in_place else acc.shape[0]) * tile, dtype=gy.dtype)
+        if not in_place:
+            for k in range(acc.shape[0]):
+                a_off[k] = min(k, nk - 1) * tile
         for qt in range(ntiles):
-            q0 = qt * tile
-            nq = min(tile, N * pixels - q0)
+            if in_place:
+                image = qt // tiles_per_image
+                p0 = (qt % tiles_per_image) * tile
+                q0 = image * pixels + p0
+                nq = min(tile, pixels - p0)
+            else:
+                q0 = qt * tile
+                nq = min(tile, N * pixels - q0)
             _gather_rows(x_planes, gi * Cg, C, out_h, out_w, R, S, offs_h, offs_w, stride_h, stride_w,
                          row0, nrows, q0, nq, patches)
-            t = 0
-            while t < nq:  # one segment per image
-                image = (q0 + t) // pixels
-                p = (q0 + t) % pixels
-                seg = min(nq - t, pixels - p)
-                for k in range(nk):
-                    _copy_row(gy_flat, (image * K + gi * Kg + k0 + k) * pixels + p, gy_tile[k], t, seg)
-                t += seg
-            gemm_nt_acc(gy_tile, patches, acc, nq)
+            if in_place:
+                for k in range(acc.shape[0]):
+                    a_off[k] = (image * K + gi * Kg + k0 + min(k, nk - 1)) * pixels + p0
+                gemm_nt_acc(gy_flat, a_off, patches, acc, nq)
+            else:
+                t = 0
+                while t < nq:  # one segment per image
+                    image = (q0 + t) // pixels
+                    p = (q0 + t) % pixels
+                    seg = min(nq - t, pixels - p)
+                    for k in range(nk):
+                        _copy_row(gy_flat, (image * K + gi * Kg + k0 + k) * pixels + p, gy_tile, k * tile + t, seg)
+                    t += seg
+                gemm_nt_acc(gy_tile, a_off, patches, acc, nq)
         for k in range(nk):
             for r in range(nrows):
                 gw_rows[gi * Kg + k0 + k, row0 + r] = acc[k, r]

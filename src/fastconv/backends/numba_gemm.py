@@ -204,28 +204,35 @@ def gemm_acc(A, a_row0, a_col0, m, kd, B, b_off, C):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
-def gemm_nt_acc(A, B, C, kd):
-    """C[i, j] += sum_{p < kd} A[i, p] * B[j, p]: both operands run along p (the "NT" form).
+def gemm_nt_acc(A, a_off, B, C, kd):
+    """C[i, j] += sum_{p < kd} A[a_off[i] + p] * B[j, p]: both operands run along p (the "NT" form).
 
-    The backward-weight kernel: A is a tile of grad_out rows and B a tile of patch rows, both
-    contiguous along the reduced pixels, so neither needs transposing. C's sides are multiples
-    of 4 (the caller pads A and B with zero rows). Each 4 x 4 block of C is 16 running sums
-    over p; 'reassoc' lets LLVM split each sum over the vector lanes (added up at the end), so
-    the p loop runs 8 loads per 16 multiply-adds: ~100 GFLOP/s float32, ~50 float64 on one
-    Zen 4 core. The order of the terms depends on kd and the compiled vector width only, the
-    same on every call whatever the thread count. No 'nnan'/'ninf': NaN and inf propagate.
+    The backward-weight kernel: row i of A is a window of grad_out (in place, or packed) and
+    B a tile of patch rows, both contiguous along the reduced pixels, so neither needs
+    transposing. C's sides are multiples of 4 (the caller pads: B with zero rows, a_off with
+    any valid window), so there is no remainder code. Each 4 x 4 block of C is 16 running
+    sums over p; 'reassoc' lets LLVM split each sum over the vector lanes (added up at the
+    end), so the p loop runs 8 loads per 16 multiply-adds: ~100 GFLOP/s float32, ~50 float64
+    on one Zen 4 core. The order of the terms depends on kd and the compiled vector width
+    only, the same on every call whatever the thread count or the block. No 'nnan'/'ninf':
+    NaN and inf propagate. A's windows are read unchecked (uint64 indices).
     """
     m, n = C.shape
     zero = np.zeros(1, dtype=C.dtype)[0]
     for i0 in range(0, m, 4):
+        r0 = np.uint64(a_off[i0])
+        r1 = np.uint64(a_off[i0 + 1])
+        r2 = np.uint64(a_off[i0 + 2])
+        r3 = np.uint64(a_off[i0 + 3])
         for j0 in range(0, n, 4):
             s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
             s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
             for p in range(kd):
-                a0 = A[i0, p]
-                a1 = A[i0 + 1, p]
-                a2 = A[i0 + 2, p]
-                a3 = A[i0 + 3, p]
+                up = np.uint64(p)
+                a0 = A[r0 + up]
+                a1 = A[r1 + up]
+                a2 = A[r2 + up]
+                a3 = A[r3 + up]
                 b0 = B[j0, p]
                 b1 = B[j0 + 1, p]
                 b2 = B[j0 + 2, p]

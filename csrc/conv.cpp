@@ -227,9 +227,9 @@ void conv_backward_data(const ConvGeom& g, const T* gy, const T* w, const T* bia
 }
 
 // grad_w[k][c,r,s] = sum over images and output pixels of grad_out[n][k][p] * patch[c,r,s][(n,p)],
-// computed as its transpose: grad_w^T (rows x Kg) = patch (rows x columns) * grad_out^T, so the
-// patch is gathered straight into gemm_packed's A panels (each element then serves Kg
-// multiply-adds) and grad_out, the smaller operand, is the one transposed.
+// computed as grad_w^T (rows x Kg) = patch (rows x columns) * grad_out^T when the patch has
+// more rows, so the patch is gathered straight into gemm_packed's A panels and grad_out, the
+// smaller operand, is the one transposed; else as grad_out * patch^T.
 // Tasks own disjoint blocks of grad_w (group x block of patch rows x block of k) and each
 // reduces over all columns in a fixed order: no partial sums to merge, no atomics.
 template <class T>
@@ -253,39 +253,56 @@ void conv_backward_weight(const ConvGeom& g, const T* gy, const T* x, T* gw, int
   const int64_t tile = min64(max64(kPatchBytes / 4 / (row_block * int64_t(sizeof(T))), 64), kMaxTile);
   const int64_t ntiles = ceil_div(columns, tile);
 
+  // Which operand is packed into A panels and which is transposed into B is chosen by size:
+  // the transposed side costs a strided write per element, so it should be the smaller one
+  // (grad_out when the patch has more rows than there are output channels, as in most
+  // layers; the patch for first layers with 1-3 input channels).
+  const bool patch_is_a = rows >= Kg;
+
   parallel_tasks(g.groups * nrb * nkb, threads, [&](int64_t task) {
     const int64_t gi = task / (nrb * nkb), rb = (task / nkb) % nrb, kb = task % nkb;
     const int64_t row0 = rb * row_block, nrows = min64(row_block, rows - row0);
-    const int64_t k0 = kb * k_block, nk = min64(k_block, Kg - k0), ldb = round_up(nk, NR);
-    T* acc = static_cast<T*>(thread_workspace(sizeof(T) * nrows * ldb, kSlotTile2));
-    T* patches = static_cast<T*>(thread_workspace(sizeof(T) * packed_a_size<T>(nrows, tile), kSlotTile));
-    T* gy_t = static_cast<T*>(thread_workspace(sizeof(T) * tile * ldb, kSlotPackA));
-    for (int64_t i = 0; i < nrows * ldb; ++i) acc[i] = T(0);
-    const int64_t panels = ceil_div(nrows, MR);
+    const int64_t k0 = kb * k_block, nk = min64(k_block, Kg - k0);
+    // C is (A rows) x (B columns): nrows x nk, or nk x nrows.
+    const int64_t m = patch_is_a ? nrows : nk, ncols = patch_is_a ? nk : nrows, ldb = round_up(ncols, NR);
+    T* acc = static_cast<T*>(thread_workspace(sizeof(T) * m * ldb, kSlotTile2));
+    T* a_panels = static_cast<T*>(thread_workspace(sizeof(T) * packed_a_size<T>(m, tile), kSlotTile));
+    T* b_rows = static_cast<T*>(thread_workspace(sizeof(T) * tile * ldb, kSlotPackA));
+    for (int64_t i = 0; i < m * ldb; ++i) acc[i] = T(0);
+    const int64_t panels = ceil_div(m, MR);
+    const T* xs = x + gi * Cg * g.H * g.W;
     for (int64_t t = 0; t < ntiles; ++t) {
       const int64_t q0 = t * tile, nq = min64(tile, columns - q0);
-      // A: patch rows [row0, row0 + nrows) in MR-row panels of nq columns; pad rows zeroed.
-      gather_patch(spec, x + gi * Cg * g.H * g.W, row0, nrows, q0, nq, patches, MR, MR * nq, 1, MR);
-      for (int64_t rr = nrows; rr < panels * MR; ++rr)
-        for (int64_t u = 0; u < nq; ++u) patches[(rr / MR) * MR * nq + u * MR + rr % MR] = T(0);
-      // B: grad_out^T for these columns and k's, zero past nk.
+      if (patch_is_a)  // patch rows [row0, row0 + nrows) straight into MR-row panels
+        gather_patch(spec, xs, row0, nrows, q0, nq, a_panels, MR, MR * nq, 1, MR);
+      else  // the patch transposed: row r becomes column r of B
+        gather_patch(spec, xs, row0, nrows, q0, nq, b_rows, 1, 1, 0, ldb);
+      // grad_out rows k0.. of these columns: as B (transposed) or as A panels.
       int64_t n = q0 / P, p = q0 % P, u = 0;
       while (u < nq) {
         const int64_t seg = min64(nq - u, P - p);
         for (int64_t k = 0; k < nk; ++k) {
           const T* src = gy + (n * g.K + gi * Kg + k0 + k) * P + p;
-          for (int64_t e = 0; e < seg; ++e) gy_t[(u + e) * ldb + k] = src[e];
+          if (patch_is_a) {
+            for (int64_t e = 0; e < seg; ++e) b_rows[(u + e) * ldb + k] = src[e];
+          } else {
+            T* dst = a_panels + (k / MR) * MR * nq + k % MR;
+            for (int64_t e = 0; e < seg; ++e) dst[(u + e) * MR] = src[e];
+          }
         }
         u += seg;
         p = 0;
         ++n;
       }
-      for (int64_t e = 0; e < nq; ++e)
-        for (int64_t k = nk; k < ldb; ++k) gy_t[e * ldb + k] = T(0);
-      gemm_packed<T>(nrows, nk, nq, patches, gy_t, ldb, acc, ldb, true);
+      for (int64_t rr = m; rr < panels * MR; ++rr)  // A's padding rows
+        for (int64_t e = 0; e < nq; ++e) a_panels[(rr / MR) * MR * nq + e * MR + rr % MR] = T(0);
+      for (int64_t e = 0; e < nq; ++e)  // B's padding columns
+        for (int64_t c = ncols; c < ldb; ++c) b_rows[e * ldb + c] = T(0);
+      gemm_packed<T>(m, ncols, nq, a_panels, b_rows, ldb, acc, ldb, true);
     }
     for (int64_t r = 0; r < nrows; ++r)
-      for (int64_t k = 0; k < nk; ++k) gw[(gi * Kg + k0 + k) * rows + row0 + r] = acc[r * ldb + k];
+      for (int64_t k = 0; k < nk; ++k)
+        gw[(gi * Kg + k0 + k) * rows + row0 + r] = patch_is_a ? acc[r * ldb + k] : acc[k * ldb + r];
   });
 }
 

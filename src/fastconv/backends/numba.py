@@ -266,7 +266,7 @@ def max_pool_forward(x, g):
     indices = P.empty(np, "max_pool2d", g.y_shape, np.int64)
     with _kernel_call():
         _pool.max_pool_forward(x, y, indices, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
-                               g.dil_h, g.dil_w)
+                               g.dil_h, g.dil_w, x.dtype.type(-np.inf))
     return y, indices
 
 

@@ -16,7 +16,8 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def max_pool_forward(x, y, indices, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+def max_pool_forward(x, y, indices, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, neg_inf):
+    """neg_inf is -inf in x's dtype, so the running maximum never changes type."""
     N, C, H, W = x.shape
     out_h, out_w = y.shape[2], y.shape[3]
     x_planes = x.reshape(N * C, H * W)
@@ -28,21 +29,27 @@ def max_pool_forward(x, y, indices, kernel_h, kernel_w, stride_h, stride_w, pad_
             h1 = min(h0 + (kernel_h - 1) * dil_h + 1, H)
             while h0 < 0:
                 h0 += dil_h
+            taps_h = (h1 - h0 + dil_h - 1) // dil_h
             for ow in range(out_w):
                 w0 = ow * stride_w - pad_w
                 w1 = min(w0 + (kernel_w - 1) * dil_w + 1, W)
                 while w0 < 0:
                     w0 += dil_w
-                best = -np.inf
+                taps_w = (w1 - w0 + dil_w - 1) // dil_w
+                best = neg_inf
                 # torch starts from the first in-bounds tap, so an all -inf window reports a
                 # position inside itself.
                 best_at = h0 * W + w0
-                for ih in range(h0, h1, dil_h):
-                    for iw in range(w0, w1, dil_w):
-                        v = x_planes[plane, ih * W + iw]
-                        if v > best or np.isnan(v):  # torch: `val > max || isnan(val)`
-                            best = v
-                            best_at = ih * W + iw
+                for i in range(taps_h):
+                    row = (h0 + i * dil_h) * W + w0
+                    for j in range(taps_w):
+                        at = row + j * dil_w
+                        v = x_planes[plane, at]
+                        # torch: `val > max || isnan(val)`. Written as selects, not a branch:
+                        # on real data the comparison is a coin toss the predictor loses.
+                        take = (v > best) | (v != v)
+                        best = v if take else best
+                        best_at = at if take else best_at
                 y_planes[plane, oh * out_w + ow] = best
                 idx_planes[plane, oh * out_w + ow] = best_at
 

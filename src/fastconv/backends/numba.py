@@ -79,8 +79,17 @@ def threading_layer() -> str:
 
 
 def cache_dir() -> str:
-    """The directory where the cache=True compiled kernels are stored."""
-    return _conv.conv_forward._cache._cache_path
+    """The directory where the cache=True compiled kernels are stored.
+
+    Numba picks it per source file: next to the sources (__pycache__) when that is
+    writable, else under NUMBA_CACHE_DIR or the user's cache directory. Numba checks a
+    kernel's own file for changes, not the files of the kernels it calls: after editing
+    numba_gemm.py during development, delete the cache (a new install replaces every file).
+    """
+    try:
+        return _conv.conv_forward._cache._cache_path  # the locator Numba chose (no public API)
+    except AttributeError:
+        return _numba_config.CACHE_DIR or "(numba's default: __pycache__ next to the sources)"
 
 
 @contextlib.contextmanager
@@ -102,11 +111,12 @@ def _kernel_call():
 
 
 # --------------------------------------------------------------------------- tile sizes
-# The patch tile (rows x tile) is kept near 256 KiB so that it stays in L2 while the weight
-# rows stream past it (a 1 MiB tile halves gemm_acc's rate). Pixel tiles run over the
-# (image, pixel) axis, so they stay long for small images; they shrink until there are 8
-# tasks, so two cores stay busy and balanced on small problems, but not below 64 pixels,
-# below which gemm_acc's vector loop loses half its rate or more.
+# What gemm_acc reads (a patch tile, or the windows of a shifted tile) is kept near 256 KiB
+# so that it stays in L2 while the weight rows stream past it (a 1 MiB tile halves
+# gemm_acc's rate). Tiles shrink until there are 8 tasks, so two cores stay busy and
+# balanced on small problems, but not below 64 pixels, below which gemm_acc's vector loop
+# loses half its rate or more. The gather kernels' tiles run over the (image, pixel) axis,
+# so they stay long for small images too.
 
 _TILE_BYTES = 256 * 1024
 _MIN_TASKS = 8

@@ -26,6 +26,20 @@ def isa():
     return _C.isa()
 
 
+# Below these sizes waking a second thread costs more than it saves (a few microseconds on an
+# idle machine, a scheduler tick on a busy one); results do not depend on the thread count.
+_SERIAL_CONV_FLOPS = 4_000_000
+_SERIAL_POOL_ELEMENTS = 1 << 16
+
+
+def _conv_threads(g):
+    return 1 if g.flops < _SERIAL_CONV_FLOPS else get_num_threads()
+
+
+def _pool_threads(g):
+    return 1 if g.N * g.C * g.H * g.W < _SERIAL_POOL_ELEMENTS else get_num_threads()
+
+
 def _geom(g):
     values = [int(v) for v in dataclasses.astuple(g)]
     return values + [0] * (16 - len(values))
@@ -50,7 +64,7 @@ def algorithm_for(primitive, g, dtype, args=None):
 
 def conv_forward(x, w, bias, g):
     y = P.empty(np, "conv2d", g.y_shape, x.dtype)
-    threads = get_num_threads()
+    threads = _conv_threads(g)
     algo = algorithm_for("conv_forward", g, x.dtype, (x, w, bias, np.empty_like(y), g, threads))
     algo.run(x, w, bias, y, g, threads)
     return y
@@ -58,7 +72,7 @@ def conv_forward(x, w, bias, g):
 
 def conv_backward_data(gy, w, bias, g):
     gx = P.empty(np, "conv2d_backward", g.x_shape, gy.dtype)
-    threads = get_num_threads()
+    threads = _conv_threads(g)
     algo = algorithm_for("conv_backward_data", g, gy.dtype, (gy, w, bias, np.empty_like(gx), g, threads))
     algo.run(gy, w, bias, gx, g, threads)
     return gx
@@ -66,7 +80,7 @@ def conv_backward_data(gy, w, bias, g):
 
 def conv_backward_weight(gy, x, g):
     gw = P.empty(np, "conv2d_backward", g.w_shape, gy.dtype)
-    threads = get_num_threads()
+    threads = _conv_threads(g)
     algo = algorithm_for("conv_backward_weight", g, gy.dtype, (gy, x, np.empty_like(gw), g, threads))
     algo.run(gy, x, gw, g, threads)
     return gw
@@ -75,23 +89,23 @@ def conv_backward_weight(gy, x, g):
 def max_pool_forward(x, g):
     y = P.empty(np, "max_pool2d", g.y_shape, x.dtype)
     indices = P.empty(np, "max_pool2d", g.y_shape, np.int64)
-    _C.max_pool_forward(_pool_geom(g), x, y, indices, get_num_threads())
+    _C.max_pool_forward(_pool_geom(g), x, y, indices, _pool_threads(g))
     return y, indices
 
 
 def max_pool_backward(gy, indices, g):
     gx = P.empty(np, "max_pool2d_backward", g.x_shape, gy.dtype)
-    _C.max_pool_backward(_pool_geom(g), gy, indices, gx, get_num_threads())
+    _C.max_pool_backward(_pool_geom(g), gy, indices, gx, _pool_threads(g))
     return gx
 
 
 def avg_pool_forward(x, g):
     y = P.empty(np, "avg_pool2d", g.y_shape, x.dtype)
-    _C.avg_pool_forward(_pool_geom(g), x, y, get_num_threads())
+    _C.avg_pool_forward(_pool_geom(g), x, y, _pool_threads(g))
     return y
 
 
 def avg_pool_backward(gy, g):
     gx = P.empty(np, "avg_pool2d_backward", g.x_shape, gy.dtype)
-    _C.avg_pool_backward(_pool_geom(g), gy, gx, get_num_threads())
+    _C.avg_pool_backward(_pool_geom(g), gy, gx, _pool_threads(g))
     return gx

@@ -195,6 +195,10 @@ def test_bce_with_logits(r):
           [randn(r, 6, 1) * 10, r.uniform(0, 1, (6, 1))], grads=[True, False])
     check(F.bce_with_logits, torch.nn.functional.binary_cross_entropy_with_logits,
           [randn(r, 6, 3), r.uniform(0, 1, (6, 3))])
+    weight = r.uniform(0, 2, (1, 3))
+    check(lambda z, t: F.bce_with_logits(z, t, weight),
+          lambda z, t: torch.nn.functional.binary_cross_entropy_with_logits(z, t, torch.from_numpy(weight)),
+          [randn(r, 6, 3), r.uniform(0, 1, (6, 3))])
 
 
 def test_mse(r):

@@ -27,8 +27,12 @@ def mnist_cnn():
 
 def restoration_net(depth=2, in_channels=1, width=32):
     """For 32x32 images: `depth` blocks of 3x3 'same' conv, ReLU, 2x2 max-pool (32 -> 32 / 2**depth),
-    then one stride-2 transposed conv + ReLU per block back to 32x32, and a 3x3 conv + sigmoid to
-    one channel in [0, 1]."""
+    then one transposed conv (4x4, stride 2, padding 1: DCGAN's upsampler, whose windows overlap,
+    so every output pixel mixes four input pixels) + ReLU per block back to 32x32, and a 3x3 conv to one
+    channel of logits: sigmoid(logits) is the image. They are trained with binary cross-entropy
+    on the logits (as Keras' denoising autoencoder is): MSE through a sigmoid stalls once the
+    sigmoid saturates, and on MNIST, mostly black, it saturates at black within a few hundred
+    steps."""
     if not 1 <= depth <= 5:
         raise ValueError(f"restoration_net: depth must be 1..5 at 32x32, got {depth}")
     channels = [width * 2 ** min(i, 2) for i in range(depth)]  # 32, 64, 128, 128, 128
@@ -37,9 +41,9 @@ def restoration_net(depth=2, in_channels=1, width=32):
         layers += [nn.Conv2d(previous, c, 3, padding=1), nn.MaxPool2d(2), nn.ReLU()]
         previous = c
     for c in reversed([width] + channels[:-1]):
-        layers += [nn.ConvTranspose2d(previous, c, 2, stride=2), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(previous, c, 4, stride=2, padding=1), nn.ReLU()]
         previous = c
-    layers += [nn.Conv2d(previous, 1, 3, padding=1), nn.Sigmoid()]
+    layers.append(nn.Conv2d(previous, 1, 3, padding=1))
     return nn.Sequential(*layers)
 
 

@@ -329,23 +329,25 @@ def cross_entropy(logits, targets):
 
 
 class BCEWithLogits(Function):
-    """mean(max(z, 0) - z t + log(1 + exp(-|z|))): stable for any logit z."""
+    """mean(w (max(z, 0) - z t + log(1 + exp(-|z|)))): stable for any logit z; w (a constant
+    array broadcast against z, or None for 1) weighs each element, as torch's `weight` does."""
 
     def forward(self, z, t):
         xp = array_module(z)
         self.z, self.t = z, t
-        return (xp.maximum(z, 0) - z * t + xp.log1p(xp.exp(-xp.abs(z)))).mean()
+        loss = xp.maximum(z, 0) - z * t + xp.log1p(xp.exp(-xp.abs(z)))
+        return (loss if self.weight is None else loss * self.weight).mean()
 
     def backward(self, g):
         xp = array_module(self.z)
-        scale = g / self.z.size
+        scale = g / self.z.size if self.weight is None else self.weight * (g / self.z.size)
         prob = xp.tanh(self.z * 0.5) * 0.5 + 0.5
         return ((prob - self.t) * scale if self.needs[0] else None,
                 -self.z * scale if self.needs[1] else None)
 
 
-def bce_with_logits(logits, targets):
-    return BCEWithLogits.apply(logits, _as_tensor(targets, logits))
+def bce_with_logits(logits, targets, weight=None):
+    return BCEWithLogits.apply(logits, _as_tensor(targets, logits), weight=weight)
 
 
 class MSE(Function):

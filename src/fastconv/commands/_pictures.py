@@ -45,18 +45,17 @@ def save_rows(path, rows, title=None, cols=None):
     plt.close(fig)
 
 
-def save_grid(path, images, cols=8, title=None, scale=4):
-    """An unlabelled cols x rows mosaic of images in [0, 1]."""
+def save_grid(path, images, cols=8, title=None, scale=3):
+    """An unlabelled mosaic of images in [0, 1], `cols` a row, each pixel `scale` pixels wide."""
     plt = _pyplot()
     mosaic = tile(images, cols, background=0.5)
     h, w = mosaic.shape
-    fig = plt.figure(figsize=(w * scale / 100, h * scale / 100 + (0.3 if title else 0)))
-    ax = fig.add_axes([0, 0, 1, h / (h + (30 if title else 0))])
+    fig, ax = plt.subplots(figsize=(w * scale / 100, h * scale / 100))
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=100)
+        ax.set_title(title, fontsize=10)
+    fig.savefig(path, dpi=100, bbox_inches="tight", pad_inches=0.05)
     plt.close(fig)
 
 

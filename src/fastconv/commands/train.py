@@ -7,6 +7,7 @@ WARMUP_STEPS steps (allocation, first touch of memory) and all evaluation are ou
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import sys
 import time
@@ -78,6 +79,10 @@ def _predict(model, x, dev, batch=EVAL_BATCH):
     return out
 
 
+def _sigmoid(logits):
+    return 0.5 + 0.5 * np.tanh(0.5 * logits)
+
+
 # --------------------------------------------------------------------------- the five tasks
 
 class Task:
@@ -100,9 +105,9 @@ class Task:
     def save(self, out_dir):
         self.model.save(out_dir / f"{self.name}.npz")
 
-    def _fit(self, x, target):
-        """One Adam step on an MSE objective."""
-        loss = F.mse(self.model(Tensor(self.dev.put(x))), self.dev.put(target))
+    def _fit(self, x, target, loss_fn=F.mse):
+        """One optimiser step of loss_fn(model(x), target)."""
+        loss = loss_fn(self.model(Tensor(self.dev.put(x))), self.dev.put(target))
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
@@ -155,10 +160,10 @@ class Denoiser(Task):
 
     def step(self, idx):
         clean = self.clean[idx]
-        return self._fit(data.gaussian_noise(clean, NOISE_SIGMA, self.rng), clean)
+        return self._fit(data.gaussian_noise(clean, NOISE_SIGMA, self.rng), clean, F.bce_with_logits)
 
     def evaluate(self, out_dir):
-        restored = _predict(self.model, self.noisy_test, self.dev)
+        restored = _sigmoid(_predict(self.model, self.noisy_test, self.dev))
         pictures.save_rows(out_dir / "denoise.png", [("noisy", self.noisy_test[:16]), ("restored", restored[:16]),
                                                      ("clean", self.clean_test[:16])],
                            title=f"denoising, Gaussian noise σ={NOISE_SIGMA} (test set)")
@@ -210,11 +215,11 @@ class Inpainter(Task):
 
     def step(self, idx):
         clean = self.clean[idx]
-        return self._fit(self._inputs(clean, self._masks(len(idx), self.rng)), clean)
+        return self._fit(self._inputs(clean, self._masks(len(idx), self.rng)), clean, F.bce_with_logits)
 
     def evaluate(self, out_dir):
         inputs = self._inputs(self.clean_test, self.mask_test)
-        out = _predict(self.model, inputs, self.dev)
+        out = _sigmoid(_predict(self.model, inputs, self.dev))
         filled = inputs[:, :1] + out * self.mask_test  # known pixels kept, holes from the network
         shown = inputs[:16, :1] + self.mask_test[:16] * 0.35  # holes shown grey
         pictures.save_rows(out_dir / "inpaint.png", [("masked", shown), ("filled", filled[:16]),
@@ -333,6 +338,27 @@ def compare_with_torch(args, dev, train, test, steps, threads):
 
 # --------------------------------------------------------------------------- the command
 
+def single_threaded_blas() -> bool:
+    """Put numpy's OpenBLAS on one thread (what threadpoolctl does, for the one library numpy
+    wheels bundle). The dense layers' matrices are small (64 x 576 x 64), and OpenBLAS's own
+    worker threads, spinning beside fastconv's OpenMP team, slowed whole MNIST steps about
+    2.8x on this 2-core machine. Linux only; returns False where nothing was found."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
+    except OSError:
+        return False
+    for path in sorted(paths):
+        lib = ctypes.CDLL(path)
+        for symbol in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                       "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            setter = getattr(lib, symbol, None)
+            if setter is not None:
+                setter(1)
+                return True
+    return False
+
+
 def _load(args):
     try:
         return data.load_mnist("train", args.data), data.load_mnist("test", args.data)
@@ -382,6 +408,7 @@ def run(args) -> int:
         raise SystemExit("train: --epochs, --batch and --limit must be positive")
     if args.threads is not None:
         fastconv.set_num_threads(args.threads)
+    single_threaded_blas()
     if args.backend is not None:
         fastconv.use_backend(args.backend)  # raises, saying why, if it is not available here
     backend = args.backend or select(None, np).__name__.rsplit(".", 1)[-1]

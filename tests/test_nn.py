@@ -232,3 +232,29 @@ def test_pool_then_relu_equals_relu_then_pool():
     ya.backward(cot)
     yb.backward(cot)
     np.testing.assert_array_equal(a.grad, b.grad)
+
+
+def test_mnist_cnn_trains_step_for_step_like_torch():
+    """End to end: the classifier, its loss and Adam in float64 follow PyTorch's parameters."""
+    nn.init.manual_seed(0)
+    ours = models.mnist_cnn()
+    for p in ours.parameters():
+        p.data = p.data.astype(np.float64)
+    theirs = models.torch_mnist_cnn().double()
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
+    opt = optim.Adam(ours.parameters(), eps=1e-7)
+    topt = torch.optim.Adam(theirs.parameters(), eps=1e-7)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        x, y = rng.random((16, 1, 28, 28)), rng.integers(0, 10, 16)
+        loss = F.cross_entropy(ours(Tensor(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        tloss = torch.nn.functional.cross_entropy(theirs(torch.tensor(x)), torch.tensor(y))
+        topt.zero_grad()
+        tloss.backward()
+        topt.step()
+        assert float(loss.data) == pytest.approx(tloss.item(), rel=1e-10)
+    for name, p in theirs.named_parameters():
+        np.testing.assert_allclose(ours.state_dict()[name], p.detach().numpy(), rtol=1e-6, atol=1e-9, err_msg=name)

@@ -95,6 +95,7 @@ def test_compare_torch(tmp_path):
     assert cmp["steps"] == 20 and cmp["threads"] == 2
     assert cmp["torch_images_per_second"] > 0 and cmp["fastconv_images_per_second"] > 0
     assert cmp["speedup"] == pytest.approx(cmp["fastconv_images_per_second"] / cmp["torch_images_per_second"])
+    assert cmp["torch_relu_first_images_per_second"] > 0
 
 
 def test_missing_data_says_where_it_looked(tmp_path, monkeypatch, capsys):

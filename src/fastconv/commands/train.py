@@ -457,7 +457,7 @@ def run(args) -> int:
                "threads": fastconv.get_num_threads(), "seed": args.seed, "train_images": task.n_train,
                "test_images": len(test[0]), "images_per_second": images_per_second,
                "timed_steps": clock["steps"] - warmup, "train_seconds": clock["seconds"],
-               "epoch_losses": history, **metrics, "checkpoint": str(out_dir / f"{name}.npz"),
+               **history[-1], "epoch_losses": history, **metrics, "checkpoint": str(out_dir / f"{name}.npz"),
                "pictures": sorted(str(p) for p in out_dir.glob("*.png")), "fastconv_version": fastconv.__version__}
     if args.compare_torch:
         if name != "mnist":

@@ -29,8 +29,16 @@ def _physical_memory_bytes():
 MAX_ARRAY_BYTES = _physical_memory_bytes()
 
 
+class _Fields:
+    """values(): the fields in declaration order, without dataclasses.astuple's deep copy
+    (geometries are built and flattened on every call, so this is on the hot path)."""
+
+    def values(self):
+        return [getattr(self, name) for name in self.__dataclass_fields__]
+
+
 @dataclass(frozen=True)
-class ConvGeometry:
+class ConvGeometry(_Fields):
     """A convolution y = conv(x, w): x (N, C, H, W), w (K, C/groups, R, S), y (N, K, out_h, out_w).
 
     pad_h / pad_w are the top / left padding; the bottom / right padding is implied by out_h /
@@ -75,7 +83,7 @@ class ConvGeometry:
 
 
 @dataclass(frozen=True)
-class PoolGeometry:
+class PoolGeometry(_Fields):
     N: int
     C: int
     H: int

@@ -1,7 +1,6 @@
 """The C++/OpenMP backend: thin calls into fastconv._C, outputs allocated here."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 
@@ -41,13 +40,13 @@ def _pool_threads(g):
 
 
 def _geom(g):
-    values = [int(v) for v in dataclasses.astuple(g)]
+    values = [int(v) for v in g.values()]
     return values + [0] * (16 - len(values))
 
 
 def _pool_geom(g):
     # PoolGeometry: 14 sizes, ceil_mode (already folded into out_h/out_w), count_include_pad, divisor.
-    v = dataclasses.astuple(g)
+    v = g.values()
     return [int(x) for x in v[:14]] + [int(g.count_include_pad), int(g.divisor_override)]
 
 

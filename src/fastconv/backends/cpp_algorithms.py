@@ -18,7 +18,6 @@ computes with the same algorithm, hence the same bits, at any number of threads.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import threading
 import time
@@ -147,7 +146,7 @@ def choose(primitive, candidates, g, dtype, isa, timer_args):
     if len(accepting) == 1 or os.environ.get("FASTCONV_AUTOTUNE", "1").strip() == "0":
         return accepting[0]
     key = {"primitive": primitive, "dtype": np.dtype(dtype).name, "isa": isa,
-           "geometry": list(dataclasses.astuple(g))}
+           "geometry": g.values()}
     memo_key = repr(key)
     with _memo_lock:
         if memo_key in _memo:

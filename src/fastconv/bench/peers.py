@@ -45,6 +45,10 @@ def torch_impl(shape: Shape, inputs: dict[str, np.ndarray], device: str = "cpu")
     import torch.nn.functional as F
 
     aten = torch.ops.aten
+    if device == "cuda":
+        # fastconv's CUDA kernels multiply in full float32; cuDNN would use TF32 tensor cores by
+        # default (PyTorch's allow_tf32), a 10-bit mantissa: compare at the same precision.
+        torch.backends.cudnn.allow_tf32 = False
     t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in inputs.items()}
     x, gy, kw, op = t["x"], t["grad_out"], shape.kwargs, shape.op
 

@@ -279,7 +279,8 @@ def test_run_compiles_once_and_launches_like_rawkernel(monkeypatch):
     assert len(calls) == 2
     name, grid, block, args = calls[0]
     assert name == "fc_max_pool_forward<float>" and block == (256, 1, 1) and grid[0] >= 1
-    assert args[:3] == (x, y, indices) and args[3].dtype == cb.POOL_GEOM and args[3].shape == (1,)
+    assert args[:3] == (x, y, indices) and args[3].dtype == cb.POOL_GEOM_BYTES and args[3].shape == (1,)
+    assert args[3].view(cb.POOL_GEOM)[0]["kh"] == 2
 
 
 # --------------------------------------------------------------------------- CPU emulation
@@ -311,9 +312,9 @@ class Emulator:
             for a in launch.args:
                 if a is None:
                     body.append(struct.pack("<B", 1))
-                elif isinstance(a, np.ndarray) and a.dtype.names is None:
+                elif isinstance(a, np.ndarray) and a.dtype.kind != "V":
                     body.append(struct.pack("<BI", 0, buffer(a)))
-                else:  # np.int64 scalars and size-1 structured geometry records go by value
+                else:  # np.int64 scalars and size-1 geometry records (opaque bytes) go by value
                     raw = np.ascontiguousarray(a).tobytes()
                     body.append(struct.pack("<BI", 2, len(raw)) + raw)
         script[0] = struct.pack("<I", len(arrays)) + b"".join(

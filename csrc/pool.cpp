@@ -55,6 +55,77 @@ inline void take_max(T v, int64_t at, T& best, int64_t& best_at) {
   best_at = take ? at : best_at;
 }
 
+// One output row of a 2x2 stride-2 max pool (windows inside the plane) from input rows r0 and
+// r0 + W; at0 is r0's offset in the plane. Vectorised over L outputs: GCC turned the scalar
+// selects below into branches (a misprediction per coin-flip compare, ~50 cycles per output),
+// so the even/odd taps are split with shuffles and compared lane-wise. The order of the taps
+// and the NaN rule are the scalar scan's (torch's): r0 even, r0 odd, r1 even, r1 odd, and a
+// tap replaces the best when it is greater or NaN.
+template <class T> struct PoolLanes;
+template <> struct PoolLanes<float> {
+  typedef float V __attribute__((vector_size(32)));
+  typedef int32_t M __attribute__((vector_size(32)));
+  static constexpr int L = 8;
+};
+template <> struct PoolLanes<double> {
+  typedef double V __attribute__((vector_size(32)));
+  typedef int64_t M __attribute__((vector_size(32)));
+  static constexpr int L = 4;
+};
+
+// L outputs from rows a and b (2L elements each): their maxima, and per lane the winning tap's
+// code (0..3 = a even, a odd, b even, b odd).
+template <class T>
+inline void max_2x2_lanes(const T* a, const T* b, typename PoolLanes<T>::V& best, typename PoolLanes<T>::M& code) {
+  typedef typename PoolLanes<T>::V V;
+  typedef typename PoolLanes<T>::M M;
+  constexpr int L = PoolLanes<T>::L;
+  M even, odd;
+  for (int l = 0; l < L; ++l) even[l] = 2 * l, odd[l] = 2 * l + 1;
+  V a0, a1, b0, b1;
+  std::memcpy(&a0, a, sizeof(V));
+  std::memcpy(&a1, a + L, sizeof(V));
+  std::memcpy(&b0, b, sizeof(V));
+  std::memcpy(&b1, b + L, sizeof(V));
+  const V taps[3] = {__builtin_shuffle(a0, a1, odd), __builtin_shuffle(b0, b1, even), __builtin_shuffle(b0, b1, odd)};
+  best = __builtin_shuffle(a0, a1, even);
+  code = M{};
+  for (int t = 0; t < 3; ++t) {
+    const M take = (taps[t] > best) | (taps[t] != taps[t]);
+    best = take ? taps[t] : best;
+    code = take ? M{} + (t + 1) : code;
+  }
+}
+
+template <class T>
+void max_pool_2x2_row(const T* r0, int64_t W, int64_t at0, int64_t OW, T* out, int64_t* idx, const T* x_end) {
+  typedef typename PoolLanes<T>::V V;
+  typedef typename PoolLanes<T>::M M;
+  constexpr int L = PoolLanes<T>::L;
+  const T* r1 = r0 + W;
+  M code;
+  for (int64_t ow = 0; ow < OW; ow += L) {
+    const int64_t n = OW - ow < L ? OW - ow : L;
+    V best;
+    if (n == L) {  // reads r[2*ow .. 2*ow + 2L - 1], inside the row as 2*OW <= W
+      max_2x2_lanes(r0 + 2 * ow, r1 + 2 * ow, best, code);
+      std::memcpy(out + ow, &best, sizeof(V));
+    } else {
+      // The row's last outputs: lanes past n read on into the next row or plane and are
+      // dropped; only at the very end of x do they go through zero-padded copies.
+      if (r1 + 2 * ow + 2 * L <= x_end) {
+        max_2x2_lanes(r0 + 2 * ow, r1 + 2 * ow, best, code);
+      } else {
+        T a[2 * L] = {}, b[2 * L] = {};
+        for (int64_t e = 0; e < 2 * n; ++e) a[e] = r0[2 * ow + e], b[e] = r1[2 * ow + e];
+        max_2x2_lanes(a, b, best, code);
+      }
+      for (int64_t l = 0; l < n; ++l) out[ow + l] = best[l];
+    }
+    for (int64_t l = 0; l < n; ++l) idx[ow + l] = at0 + 2 * (ow + l) + (code[l] & 1) + (code[l] >> 1) * W;
+  }
+}
+
 template <class T>
 void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices, int threads) {
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
@@ -62,27 +133,14 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices, int
   // networks): windows never leave the plane, so no bounds arithmetic per output.
   const bool pairs = g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0 && g.dh == 1 &&
                      g.dw == 1 && 2 * g.OH <= g.H && 2 * g.OW <= g.W;
+  const T* x_end = x + g.N * g.C * HW;
   for_each_plane(g.N * g.C, threads, [&](int64_t plane) {
     const T* in = x + plane * HW;
     T* out = y + plane * OHW;
     int64_t* idx = indices + plane * OHW;
     if (pairs) {
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
-        const T* r0 = in + 2 * oh * g.W;
-        const T* r1 = r0 + g.W;
-        const int64_t at0 = 2 * oh * g.W;
-        for (int64_t ow = 0; ow < g.OW; ++ow) {
-          // Starting from the first tap is the general scan's first step (from -inf, the first
-          // tap is taken unless it is -inf itself, and then the index is the same).
-          T best = r0[2 * ow];
-          int64_t best_at = at0 + 2 * ow;
-          take_max(r0[2 * ow + 1], at0 + 2 * ow + 1, best, best_at);
-          take_max(r1[2 * ow], at0 + g.W + 2 * ow, best, best_at);
-          take_max(r1[2 * ow + 1], at0 + g.W + 2 * ow + 1, best, best_at);
-          out[oh * g.OW + ow] = best;
-          idx[oh * g.OW + ow] = best_at;
-        }
-      }
+      for (int64_t oh = 0; oh < g.OH; ++oh)
+        max_pool_2x2_row(in + 2 * oh * g.W, g.W, 2 * oh * g.W, g.OW, out + oh * g.OW, idx + oh * g.OW, x_end);
       return;
     }
     for (int64_t oh = 0; oh < g.OH; ++oh) {

@@ -88,6 +88,23 @@ def test_max_pool2d_nan_and_infinities_follow_torch(backend, rng):
         np.testing.assert_array_equal(call(backend, fastconv.max_pool2d_backward, gy, x, idx, **kw), tgx)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 6, 37), (1, 2, 4, 16), (3, 1, 2, 3), (1, 1, 7, 40)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool2d_2x2_special_values_follow_torch(backend, rng, shape, dtype):
+    """2x2 stride-2 windows (a vectorised path on cpp): whole lane groups, row tails, the tail of
+    the array's last row, and NaN / +-inf / ties in every tap position."""
+    x = np.round(rng.standard_normal(shape) * 2) / 2
+    special = rng.random(shape)
+    x[special < 0.05] = np.nan
+    x[(special >= 0.05) & (special < 0.10)] = np.inf
+    x[(special >= 0.10) & (special < 0.25)] = -np.inf
+    x = x.astype(dtype)
+    y, idx = call(backend, fastconv.max_pool2d, x, 2, return_indices=True)
+    ty, tidx, _ = _torch_max(x, np.zeros(y.shape, dtype), dict(kernel_size=2))
+    np.testing.assert_array_equal(y, ty)
+    np.testing.assert_array_equal(idx, tidx)
+
+
 def test_max_pool2d_all_minus_inf_window_with_padding(backend):
     x = np.full((1, 1, 3, 3), -np.inf, dtype=np.float32)
     kw = dict(kernel_size=3, stride=2, padding=1)

@@ -44,6 +44,13 @@ void bind_dtype(py::module_& m) {
     py::gil_scoped_release release;
     kernels(T()).conv_forward(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
   });
+  m.def("conv_forward_wide", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w, std::optional<Arr<T>> bias,
+                                Arr<T> y, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    if (!(g.sh == 1 && g.sw == 1)) throw py::value_error("implicit_gemm_wide needs stride 1");
+    py::gil_scoped_release release;
+    kernels(T()).conv_forward_wide(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
+  });
   m.def("conv_forward_winograd_f23", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w,
                                         std::optional<Arr<T>> bias, Arr<T> y, int threads) {
     const ConvGeom g = conv_geom(geom);
@@ -70,6 +77,13 @@ void bind_dtype(py::module_& m) {
     const ConvGeom g = conv_geom(geom);
     py::gil_scoped_release release;
     kernels(T()).conv_backward_weight(g, gy.data(), x.data(), gw.mutable_data(), threads);
+  });
+  m.def("conv_backward_weight_wide", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x, Arr<T> gw,
+                                        int threads) {
+    const ConvGeom g = conv_geom(geom);
+    if (!(g.sh == 1 && g.sw == 1)) throw py::value_error("dot_wide needs stride 1");
+    py::gil_scoped_release release;
+    kernels(T()).conv_backward_weight_wide(g, gy.data(), x.data(), gw.mutable_data(), threads);
   });
   m.def("max_pool_forward", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> y, Arr<int64_t> idx,
                                int threads) {

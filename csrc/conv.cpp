@@ -16,6 +16,7 @@
 #include "gemm_microkernel.h"
 #include "kernels.h"
 #include "subpixel.h"
+#include "tasks.h"
 #include "workspace.h"
 
 namespace fastconv {
@@ -37,23 +38,6 @@ int64_t choose_tile(int64_t rows, int64_t columns, int64_t outer_tasks) {
   tile = min64(tile, round_up(max64(columns, 1), NR));
   while (outer_tasks * ceil_div(columns, tile) < 8 && tile > NR) tile = max64(NR, round_up(tile / 2, NR));
   return tile;
-}
-
-// Runs body(task) for task in [0, n) on `threads` OpenMP threads. An exception inside a
-// parallel region would terminate the process, so it is caught there and rethrown here.
-template <class Body>
-void parallel_tasks(int64_t n, int threads, const Body& body) {
-  int failed = 0;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (int64_t task = 0; task < n; ++task) {
-    try {
-      body(task);
-    } catch (...) {
-#pragma omp atomic write
-      failed = 1;
-    }
-  }
-  if (failed) throw std::bad_alloc();
 }
 
 // Tap offsets and column ranges of a conv's patch matrix over its input x.

@@ -125,6 +125,35 @@ static void gemm_packed(int64_t m, int64_t n, int64_t kd, const T* a_packed, con
   }
 }
 
+// C[m x n] = A[m x kd] * B[kd x n] with A packed by pack_a and row p of B read at rows[p]
+// (n elements each): B is packed here one KC x NR micro-panel at a time into `panel`
+// (KC * NR elements of scratch), right before the MR-row panels of A pass over it, so the
+// copy lands in L1 where the micro-kernel reads it (BLIS packs B the same way).
+template <class T>
+static void gemm_packed_rows(int64_t m, int64_t n, int64_t kd, const T* a_packed, const T* const* rows, T* C,
+                             int64_t ldc, T* panel) {
+  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR, KC = 256;
+  for (int64_t k0 = 0; k0 < kd; k0 += KC) {
+    const int64_t kc = kd - k0 < KC ? kd - k0 : KC;
+    for (int64_t j = 0; j < n; j += NR) {
+      const int nv = static_cast<int>(n - j < NR ? n - j : NR);
+      if (nv == NR) {
+        for (int64_t p = 0; p < kc; ++p) std::memcpy(panel + p * NR, rows[k0 + p] + j, sizeof(T) * NR);
+      } else {
+        for (int64_t p = 0; p < kc; ++p) {
+          int e = 0;
+          for (; e < nv; ++e) panel[p * NR + e] = rows[k0 + p][j + e];
+          for (; e < NR; ++e) panel[p * NR + e] = T(0);
+        }
+      }
+      for (int64_t i = 0; i < m; i += MR) {
+        const int mv = static_cast<int>(m - i < MR ? m - i : MR);
+        microkernel<T, MR, 2>(kc, a_packed + i * kd + k0 * MR, panel, NR, C + i * ldc + j, ldc, mv, nv, k0 > 0);
+      }
+    }
+  }
+}
+
 // Slack (elements) a B operand needs past its last row for any gemm_packed variant.
 template <class T>
 constexpr int64_t kBSlack = 12 * Vec<T>::kLanes;

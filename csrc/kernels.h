@@ -7,12 +7,14 @@ namespace fastconv {
 namespace FC_ISA {
 
 template <class T> void conv_forward(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
+template <class T> void conv_forward_wide(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
 template <class T> bool winograd_f23_accepts(const ConvGeom&);
 template <class T> void conv_forward_winograd_f23(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
 template <class T> void conv_backward_data(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
 template <class T> bool narrow_backward_data_accepts(const ConvGeom&);
 template <class T> void conv_backward_data_narrow(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
 template <class T> void conv_backward_weight(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
+template <class T> void conv_backward_weight_wide(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
 template <class T> void max_pool_forward(const PoolGeom&, const T* x, T* y, int64_t* indices, int threads);
 template <class T> void max_pool_backward(const PoolGeom&, const T* gy, const int64_t* indices, T* gx, int threads);
 template <class T> void avg_pool_forward(const PoolGeom&, const T* x, T* y, int threads);

@@ -4,6 +4,7 @@ against the float64 reference with the usual bound; `explain` reasons; autotunin
 cache; FASTCONV_AUTOTUNE=0 and FASTCONV_CONV_ALGO."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -86,7 +87,8 @@ def test_explain_says_why_an_algorithm_declines():
     x = np.zeros((1, 8, 8, 8), np.float32)
     _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((8, 8, 3, 3), np.float32), None, 2, 1, 1, 1)
     reasons = dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], g))
-    assert reasons == {"winograd_f23": "stride is not 1", "implicit_gemm": None}
+    assert reasons == {"winograd_f23": "stride is not 1", "implicit_gemm_wide": "stride 2x2 is not 1",
+                       "implicit_gemm": None}
     _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((8, 2, 3, 3), np.float32), None, 1, 1, 1, 4)
     assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], g))["winograd_f23"] == \
         "2 in / 2 out channels per group (winograd_f23 wants 8 or more)"
@@ -124,11 +126,12 @@ def test_autotune_caches_its_choice_on_disk(tmp_path):
     assert first.returncode == 0, first.stderr
     files = list((tmp_path / "cpp-algo").glob("*.json"))
     assert len(files) == 1
-    assert first.stdout.strip() in ("winograd_f23", "implicit_gemm")
-    # A second process reads the choice instead of timing again: make the file name the other one.
-    other = "implicit_gemm" if first.stdout.strip() == "winograd_f23" else "winograd_f23"
-    text = files[0].read_text().replace(f'"{first.stdout.strip()}"', f'"{other}"')
-    files[0].write_text(text)
+    assert first.stdout.strip() in ("winograd_f23", "implicit_gemm_wide", "implicit_gemm")
+    # A second process reads the choice instead of timing again: make the file name another one.
+    other = "implicit_gemm" if first.stdout.strip() != "implicit_gemm" else "winograd_f23"
+    entry = json.loads(files[0].read_text())
+    entry["value"]["algorithm"] = other
+    files[0].write_text(json.dumps(entry))
     second = _python(code, FASTCONV_CACHE_DIR=str(tmp_path))
     assert second.stdout.strip() == other, second.stderr
     # Without autotuning the first accepting candidate is used and nothing is written.
@@ -184,3 +187,96 @@ def test_forced_direct_narrow(case, dtype, rng):
     assert_within(y, ref(fastconv.conv_transpose2d, x, wt, b, **kw),
                   ref(fastconv.conv_transpose2d, *absolute(x, wt, b), **kw), cin // groups * r * s, dtype,
                   what="direct_narrow")
+
+
+# (N, C, H, W, K, R, S, groups, padding, dilation)
+WIDE_EDGES = [
+    (2, 3, 8, 9, 5, 3, 3, 1, 0, 1),  # no padding: the slab is x itself
+    (1, 30, 62, 9, 7, 3, 3, 1, 0, 1),  # two row blocks; 270 patch rows, longer than one KC block
+    (2, 4, 7, 6, 6, 3, 2, 2, "same", 1),  # groups; an even kernel's extra right padding
+    (1, 2, 9, 10, 3, 2, 4, 1, "same", 1),  # top padding 0, bottom 1: not aliasable
+    (2, 3, 10, 11, 4, 3, 3, 1, (2, 1), 2),  # dilation with padding
+    (1, 5, 4, 40, 8, 1, 5, 1, (0, 2), (1, 3)),  # long rows, a 1x5 kernel
+    (3, 2, 3, 3, 2, 3, 3, 1, 0, 1),  # one output pixel per image
+    (1, 1, 5, 5, 1, 5, 5, 1, 2, 1),  # one channel each way
+]
+
+
+@pytest.mark.parametrize("case", WIDE_EDGES, ids=[str(i) for i in range(len(WIDE_EDGES))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forced_implicit_gemm_wide(case, dtype, rng):
+    """The stride-1 wide-row GEMM, as the forward and as backward-data (the flipped-kernel
+    forward), and so as the stride-1 transposed conv's forward."""
+    n, c, h, w, k, r, s, groups, padding, dilation = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    kw = dict(padding=padding, dilation=dilation, groups=groups)
+    _, _, _, _, _, g, _ = P.conv_params(x, wt, b, 1, padding, dilation, groups)
+    with cpp_algorithms.force("implicit_gemm_wide"):
+        assert cpp.algorithm_for("conv_forward", g, dtype).name == "implicit_gemm_wide"
+        assert cpp.algorithm_for("conv_backward_data", g, dtype).name == "implicit_gemm_wide"
+        y = fastconv.conv2d(x, wt, b, backend="cpp", **kw)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        gx = fastconv.conv2d_backward(gy, x, wt, b, backend="cpp", needs=(True, False, False), **kw)[0]
+    ax, aw, ab = absolute(x, wt, b)
+    terms = (c // groups) * r * s
+    assert_within(y, ref(fastconv.conv2d, x, wt, b, **kw), ref(fastconv.conv2d, ax, aw, ab, **kw),
+                  terms, dtype, what="implicit_gemm_wide forward")
+    assert_within(gx, ref(fastconv.conv2d_backward, gy, x, wt, b, **kw)[0],
+                  ref(fastconv.conv2d_backward, np.abs(gy), ax, aw, ab, **kw)[0],
+                  (k // groups) * r * s, dtype, what="implicit_gemm_wide backward-data")
+
+
+def test_forced_implicit_gemm_wide_transposed_conv(rng):
+    """conv_transpose2d at stride 1 with dilation and output_padding through the wide GEMM."""
+    x = rng.standard_normal((2, 6, 7, 8)).astype(np.float32)
+    wt = rng.standard_normal((6, 2, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    kw = dict(padding=(1, 2), dilation=(2, 3), output_padding=(1, 2), groups=2)
+    with cpp_algorithms.force("implicit_gemm_wide"):
+        y = fastconv.conv_transpose2d(x, wt, b, backend="cpp", **kw)
+    assert_within(y, ref(fastconv.conv_transpose2d, x, wt, b, **kw),
+                  ref(fastconv.conv_transpose2d, np.abs(x), np.abs(wt), np.abs(b), **kw), 3 * 3 * 2, np.float32,
+                  what="implicit_gemm_wide conv_transpose2d")
+
+
+DOT_WIDE_EDGES = WIDE_EDGES + [
+    (40, 16, 30, 30, 16, 3, 3, 1, 0, 1),  # several chunks: grad_w is stored, then added to
+    (1, 2, 700, 3, 4, 3, 3, 1, 1, 1),  # several row blocks per image
+]
+
+
+@pytest.mark.parametrize("case", DOT_WIDE_EDGES, ids=[str(i) for i in range(len(DOT_WIDE_EDGES))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forced_dot_wide_backward_weight(case, dtype, rng):
+    n, c, h, w, k, r, s, groups, padding, dilation = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(dtype)
+    kw = dict(padding=padding, dilation=dilation, groups=groups)
+    _, _, _, _, _, g, _ = P.conv_params(x, wt, None, 1, padding, dilation, groups)
+    gy = rng.standard_normal(g.y_shape).astype(dtype)
+    with cpp_algorithms.force("dot_wide"):
+        name = cpp.algorithm_for("conv_backward_weight", g, dtype).name
+        gw = fastconv.conv2d_backward(gy, x, wt, None, backend="cpp", needs=(False, True, False), **kw)[1]
+    if k // groups < 3 or (c // groups) * r * s < 4:
+        assert name == "implicit_gemm"
+    else:
+        assert name == "dot_wide"
+    assert_within(gw, ref(fastconv.conv2d_backward, gy, x, wt, None, **kw)[1],
+                  ref(fastconv.conv2d_backward, np.abs(gy), np.abs(x), wt, None, **kw)[1],
+                  n * g.out_h * g.out_w, dtype, what="dot_wide backward-weight")
+
+
+def test_dot_wide_with_infinities_matches_the_direct_sum(rng):
+    """An inf at x's corner reaches only tap (0, 0) of the true sum; the dropped columns must
+    not turn the other taps' sums into NaN (dot_wide hands such an x to implicit_gemm)."""
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    x[1, 2, 0, 0] = np.inf
+    wt = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    gy = np.abs(rng.standard_normal((2, 4, 7, 7))).astype(np.float32)
+    with cpp_algorithms.force("dot_wide"):
+        gw = fastconv.conv2d_backward(gy, x, wt, None, backend="cpp", needs=(False, True, False))[1]
+    want = ref(fastconv.conv2d_backward, gy, x, wt, None)[1]
+    np.testing.assert_array_equal(np.isfinite(gw), np.isfinite(want))
+    assert np.isinf(gw[:, 2, 0, 0]).all() and np.isfinite(gw[:, 2, 1:, :]).all()

@@ -63,13 +63,31 @@ def _winograd_backward_data_accepts(g):
     return why
 
 
+def _stride_one(g):
+    return None if (g.stride_h, g.stride_w) == (1, 1) else f"stride {g.stride_h}x{g.stride_w} is not 1"
+
+
+def _wide_backward_data_accepts(g):
+    why = _stride_one(g)
+    if why is None and (g.pad_h > (g.R - 1) * g.dil_h or g.pad_w > (g.S - 1) * g.dil_w):
+        return "padding beyond the dilated kernel would make the transposed problem's padding negative"
+    return why
+
+
+def _dot_wide_accepts(g):
+    why = _stride_one(g)
+    if why is None and (g.K // g.groups < 3 or (g.C // g.groups) * g.R * g.S < 4):
+        return "fewer than 3 output channels or 4 patch rows per group (dot_wide's 3x4 blocks would be mostly empty)"
+    return why
+
+
 def _narrow_accepts(g):
     cg = g.C // g.groups
     return None if cg <= 3 else f"{cg} grad_x channels per group (direct_narrow takes 1-3)"
 
 
 def _flipped_transposed(w, groups):
-    """w (K, C/g, 3, 3) -> (C, K/g, 3, 3), each kernel rotated 180 degrees: the weights of the
+    """w (K, C/g, R, S) -> (C, K/g, R, S), each kernel rotated 180 degrees: the weights of the
     forward conv that computes this conv's backward-data at stride 1."""
     k, cg, r, s = w.shape
     kg = k // groups
@@ -78,9 +96,10 @@ def _flipped_transposed(w, groups):
 
 
 def _backward_data_as_forward(g):
-    """The stride-1 forward problem whose output is this conv's grad_x."""
+    """The stride-1 forward problem whose output is this conv's grad_x: grad_out padded by the
+    dilated kernel's extent less the padding, correlated with the flipped kernel."""
     return ConvGeometry(g.N, g.K, g.out_h, g.out_w, g.C, g.R, g.S, g.groups, 1, 1,
-                        (g.R - 1) - g.pad_h, (g.S - 1) - g.pad_w, 1, 1, g.H, g.W)
+                        (g.R - 1) * g.dil_h - g.pad_h, (g.S - 1) * g.dil_w - g.pad_w, g.dil_h, g.dil_w, g.H, g.W)
 
 
 def make_tables(C, geom):
@@ -88,6 +107,8 @@ def make_tables(C, geom):
     forward = [
         Algorithm("winograd_f23", _winograd_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_f23(geom(g), x, w, b, y, t)),
+        Algorithm("implicit_gemm_wide", _stride_one,
+                  lambda x, w, b, y, g, t: C.conv_forward_wide(geom(g), x, w, b, y, t)),
         Algorithm("implicit_gemm", _always,
                   lambda x, w, b, y, g, t: C.conv_forward(geom(g), x, w, b, y, t)),
     ]
@@ -95,12 +116,17 @@ def make_tables(C, geom):
         Algorithm("winograd_f23", _winograd_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_winograd_f23(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
+        Algorithm("implicit_gemm_wide", _wide_backward_data_accepts,
+                  lambda gy, w, b, gx, g, t: C.conv_forward_wide(
+                      geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
         Algorithm("direct_narrow", _narrow_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_backward_data_narrow(geom(g), gy, w, b, gx, t)),
         Algorithm("implicit_gemm_subpixel", _always,
                   lambda gy, w, b, gx, g, t: C.conv_backward_data(geom(g), gy, w, b, gx, t)),
     ]
     backward_weight = [
+        Algorithm("dot_wide", _dot_wide_accepts,
+                  lambda gy, x, gw, g, t: C.conv_backward_weight_wide(geom(g), gy, x, gw, t)),
         Algorithm("implicit_gemm", _always,
                   lambda gy, x, gw, g, t: C.conv_backward_weight(geom(g), gy, x, gw, t)),
     ]
@@ -145,8 +171,9 @@ def choose(primitive, candidates, g, dtype, isa, timer_args):
                 return a
     if len(accepting) == 1 or os.environ.get("FASTCONV_AUTOTUNE", "1").strip() == "0":
         return accepting[0]
+    # The candidates are part of the key: a choice made before an algorithm existed is retuned.
     key = {"primitive": primitive, "dtype": np.dtype(dtype).name, "isa": isa,
-           "geometry": g.values()}
+           "geometry": g.values(), "candidates": [a.name for a in accepting]}
     memo_key = repr(key)
     with _memo_lock:
         if memo_key in _memo:

@@ -1,0 +1,104 @@
+// Forward convolution at stride 1 as a GEMM over "wide" output rows (no per-pixel gather).
+//
+// At stride 1 the patch row of tap (c, r, s) for output pixels (oh, 0..OW) is a contiguous run
+// of an input row. Over a slab of padded input rows of width Wp = OW + (S-1)*dw, laid out row
+// after row, the columns q = i*Wp + ow of a block of output rows (i < rows, ow < Wp) read tap
+// (c, r, s) at slab_c[q + r*dh*Wp + s*dw]: one contiguous run per tap for the whole block. The
+// columns with ow >= OW straddle two rows and are computed and dropped, (S-1)*dw of every Wp.
+// So no patch matrix is built: the GEMM packs each KC x NR panel of B straight from the slab
+// (16 contiguous elements per tap), where implicit_gemm copies OW-long segments with
+// bookkeeping per segment into a patch tile that outgrows L1; that is its win
+// on planes whose rows are short (MNIST's 11- and 26-wide rows), and its loss, the dropped
+// columns, is small when OW is large next to S.
+//
+// Tasks: (group, image, block of output rows); each output element comes from one task with a
+// fixed summation order, so results do not depend on the thread count. Scratch per task is
+// bounded by the block (at most kMaxColumns wide columns) and one group's channels.
+#include <cstring>
+
+#include "gather.h"
+#include "gemm_microkernel.h"
+#include "kernels.h"
+#include "tasks.h"
+#include "workspace.h"
+
+namespace fastconv {
+namespace FC_ISA {
+
+namespace {
+constexpr int64_t kMaxColumns = 512;
+}
+
+template <class T>
+void conv_forward_wide(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
+  constexpr int64_t NR = MicroTile<T>::NR;
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, rows = Cg * g.R * g.S;
+  const int64_t Wp = g.OW + (g.S - 1) * g.dw, halo = (g.R - 1) * g.dh;
+  // Without padding the slab is x itself (its rows are already Wp wide); else each task
+  // copies its rows of the group's channels into a zero-bordered slab.
+  const bool alias = g.ph == 0 && g.pw == 0 && Wp == g.W && g.OH + halo <= g.H;
+
+  int64_t block = max64(1, min64(g.OH, (kMaxColumns - g.OW) / Wp + 1));
+  while (g.groups * g.N * ceil_div(g.OH, block) < 8 && block > 1) block = ceil_div(block, 2);
+  const int64_t nblocks = ceil_div(g.OH, block);
+
+  const int64_t per_group = packed_a_size<T>(Kg, rows);
+  T* packed_w = static_cast<T*>(thread_workspace(sizeof(T) * per_group * g.groups, kSlotShared));
+  for (int64_t gi = 0; gi < g.groups; ++gi) pack_a<T>(Kg, rows, w + gi * Kg * rows, rows, 1, packed_w + gi * per_group);
+
+  parallel_tasks(g.groups * g.N * nblocks, threads, [&](int64_t task) {
+    const int64_t gi = task / (g.N * nblocks), n = (task / nblocks) % g.N, oh0 = (task % nblocks) * block;
+    const int64_t nrows = min64(block, g.OH - oh0), srows = nrows + halo;
+    const int64_t Q = (nrows - 1) * Wp + g.OW, ldb = round_up(Q, NR);
+    const T* xs = x + (n * g.C + gi * Cg) * g.H * g.W;
+
+    const T* slab;
+    int64_t channel_stride;
+    if (alias) {
+      slab = xs + oh0 * g.W;
+      channel_stride = g.H * g.W;
+    } else {
+      T* s = static_cast<T*>(thread_workspace(sizeof(T) * Cg * srows * Wp, kSlotPackA));
+      const int64_t left = min64(g.pw, Wp), inside = max64(0, min64(g.W, Wp - g.pw));
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t hr = 0; hr < srows; ++hr) {
+          T* dst = s + (c * srows + hr) * Wp;
+          const int64_t ih = oh0 + hr - g.ph;
+          if (ih < 0 || ih >= g.H) {
+            std::memset(dst, 0, sizeof(T) * Wp);
+            continue;
+          }
+          std::memset(dst, 0, sizeof(T) * left);
+          std::memcpy(dst + left, xs + (c * g.H + ih) * g.W, sizeof(T) * inside);
+          std::memset(dst + left + inside, 0, sizeof(T) * (Wp - left - inside));
+        }
+      slab = s;
+      channel_stride = srows * Wp;
+    }
+
+    // Patch row (c, r, s) = Q elements of channel c's slab from offset r*dh*Wp + s*dw (the last
+    // one read is the slab's last element); the GEMM packs them panel by panel.
+    const T** patch_rows = static_cast<const T**>(thread_workspace(sizeof(T*) * rows, kSlotTile));
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t r = 0; r < g.R; ++r)
+        for (int64_t s = 0; s < g.S; ++s)
+          patch_rows[(c * g.R + r) * g.S + s] = slab + c * channel_stride + r * g.dh * Wp + s * g.dw;
+    T* result = static_cast<T*>(thread_workspace(sizeof(T) * (Kg * ldb + 256 * NR), kSlotTile2));
+    gemm_packed_rows<T>(Kg, Q, rows, packed_w + gi * per_group, patch_rows, result, ldb, result + Kg * ldb);
+
+    for (int64_t k = 0; k < Kg; ++k) {
+      const T b = bias ? bias[gi * Kg + k] : T(0);
+      T* out = y + ((n * g.K + gi * Kg + k) * g.OH + oh0) * g.OW;
+      for (int64_t i = 0; i < nrows; ++i) {
+        const T* src = result + k * ldb + i * Wp;
+        for (int64_t ow = 0; ow < g.OW; ++ow) out[i * g.OW + ow] = src[ow] + b;
+      }
+    }
+  });
+}
+
+template void conv_forward_wide<float>(const ConvGeom&, const float*, const float*, const float*, float*, int);
+template void conv_forward_wide<double>(const ConvGeom&, const double*, const double*, const double*, double*, int);
+
+}  // namespace FC_ISA
+}  // namespace fastconv

@@ -1,0 +1,238 @@
+// Backward-weight at stride 1 over "wide" output rows (see conv_wide.cpp for the layout):
+// grad_w[k][c,r,s] = sum over q of gyw[k][q] * slab_c[q + r*dh*Wp + s*dw], where gyw is grad_out
+// laid out Wp wide with zeros in the dropped columns. Both operands are contiguous along the
+// reduction q, so this is a batch of dot products: a 3 x 4 block of (k, patch row) pairs keeps
+// 12 vector accumulators along q, loads 3 + 4 vectors per 12 FMAs and is reduced across lanes
+// once per chunk. Nothing is transposed or packed beyond building the zero-bordered slabs and
+// gyw, one pass over x and grad_out.
+//
+// The dropped columns multiply a zero of gyw by a value of x; an inf or NaN there would turn
+// that zero into NaN, so an x that is not all finite goes to implicit_gemm's kernel instead.
+//
+// Work: per group, pieces (image, block of output rows) are gathered into chunks of bounded
+// size; per chunk, a parallel pass builds every piece's slab and gyw, then tasks own disjoint
+// sets of 3 x 4 blocks of grad_w and sum over the chunk's pieces in order, adding to grad_w
+// (first chunk: storing). The order of every sum is fixed by the shape: results do not depend
+// on the thread count.
+#include <cstring>
+
+#include "gather.h"
+#include "kernels.h"
+#include "tasks.h"
+#include "workspace.h"
+
+namespace fastconv {
+namespace FC_ISA {
+
+namespace {
+
+constexpr int64_t kMaxPieceColumns = 1024;
+constexpr int64_t kChunkBytes = 512 << 10;
+// grad_out rows x patch rows per block: 12 accumulators + 3 grad_out vectors + 1 patch
+// vector = the 16 ymm registers; 7 loads per 12 FMAs. (A 6 x 2 block re-read one operand on
+// every FMA and was load-bound at ~45 GFLOP/s per core on MNIST's conv2; this runs at ~70.)
+constexpr int KI = 3, KJ = 4;
+
+template <class T>
+struct Lanes {
+  typedef T V __attribute__((vector_size(32)));
+  static constexpr int L = 32 / sizeof(T);
+};
+
+template <class T>
+bool all_finite(const T* x, int64_t n) {
+  // x - x is 0 for finite x and NaN for inf or NaN; NaN survives the sums. Vectors of
+  // independent sums, as the compiler may not reorder one floating-point sum.
+  typedef typename Lanes<T>::V V;
+  constexpr int L = Lanes<T>::L;
+  V acc[4] = {};
+  int64_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L)
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u) {
+      V v;
+      std::memcpy(&v, x + i + u * L, sizeof(V));
+      acc[u] += v - v;
+    }
+  T rest = 0;
+  for (; i < n; ++i) rest += x[i] - x[i];
+  for (int u = 0; u < 4; ++u)
+    for (int l = 0; l < L; ++l) rest += acc[u][l];
+  return rest == T(0);
+}
+
+// acc[i*KJ + j] += a[i][q] * b[j][q] lane-wise over `iters` vectors of q, for `reps` pieces
+// laid out `stride` elements apart (a and b of the next piece are `stride` further on): the
+// register tile, kept in registers across pieces.
+template <class T>
+static inline void dot_block(int64_t iters, int64_t reps, int64_t stride, const T* const* a, const T* const* b,
+                             typename Lanes<T>::V* acc_io) {
+  typedef typename Lanes<T>::V V;
+  constexpr int L = Lanes<T>::L;
+  V acc[KI][KJ];
+#pragma GCC unroll 16
+  for (int i = 0; i < KI; ++i)
+#pragma GCC unroll 16
+    for (int j = 0; j < KJ; ++j) acc[i][j] = acc_io[i * KJ + j];
+  const T* ar[KI];
+  const T* br[KJ];
+#pragma GCC unroll 16
+  for (int i = 0; i < KI; ++i) ar[i] = a[i];
+#pragma GCC unroll 16
+  for (int j = 0; j < KJ; ++j) br[j] = b[j];
+  for (int64_t rep = 0; rep < reps; ++rep) {
+    for (int64_t it = 0; it < iters; ++it) {
+      V av[KI];
+#pragma GCC unroll 16
+      for (int i = 0; i < KI; ++i) std::memcpy(&av[i], ar[i] + it * L, sizeof(V));
+#pragma GCC unroll 16
+      for (int j = 0; j < KJ; ++j) {
+        V bv;
+        std::memcpy(&bv, br[j] + it * L, sizeof(V));
+#pragma GCC unroll 16
+        for (int i = 0; i < KI; ++i) acc[i][j] += av[i] * bv;
+      }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < KI; ++i) ar[i] += stride;
+#pragma GCC unroll 16
+    for (int j = 0; j < KJ; ++j) br[j] += stride;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < KI; ++i)
+#pragma GCC unroll 16
+    for (int j = 0; j < KJ; ++j) acc_io[i * KJ + j] = acc[i][j];
+}
+
+template <class T>
+inline T lane_sum(typename Lanes<T>::V v) {
+  T s = 0;
+  for (int l = 0; l < Lanes<T>::L; ++l) s += v[l];
+  return s;
+}
+
+}  // namespace
+
+template <class T>
+void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
+  typedef typename Lanes<T>::V V;
+  constexpr int L = Lanes<T>::L;
+  if (!all_finite(x, g.N * g.C * g.H * g.W)) return conv_backward_weight<T>(g, gy, x, gw, threads);
+  if (g.N * g.OH * g.OW == 0) {  // an empty sum
+    std::memset(gw, 0, sizeof(T) * g.K * (g.C / g.groups) * g.R * g.S);
+    return;
+  }
+
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, rows = Cg * g.R * g.S, OHW = g.OH * g.OW;
+  const int64_t Wp = g.OW + (g.S - 1) * g.dw, halo = (g.R - 1) * g.dh;
+  const int64_t block = max64(1, min64(g.OH, (kMaxPieceColumns - g.OW) / Wp + 1));
+  const int64_t nblocks = ceil_div(g.OH, block);
+  // Sizes for a full block; the last block of an image is shorter.
+  const int64_t q8_max = round_up((block - 1) * Wp + g.OW, L);
+  // Rounded to whole vectors so that every gyw row starts 32-byte aligned.
+  const int64_t slab_max = round_up(Cg * (block + halo) * Wp + L, L), piece_max = slab_max + Kg * q8_max;
+  const int64_t per_chunk = max64(1, kChunkBytes / (int64_t(sizeof(T)) * piece_max));
+  const int64_t pieces = g.N * nblocks, nchunks = ceil_div(pieces, per_chunk);
+
+  // Tasks: ranges of KJ-row patch tiles x ranges of KI-row grad_out tiles, 8 or more if there
+  // are that many tiles.
+  const int64_t ktiles = ceil_div(Kg, KI), jtiles = ceil_div(rows, KJ);
+  const int64_t jgroups = min64(jtiles, 8), kgroups = min64(ktiles, ceil_div(8, jgroups));
+  const int64_t jper = ceil_div(jtiles, jgroups), kper = ceil_div(ktiles, kgroups);
+
+  T* chunk = static_cast<T*>(thread_workspace(sizeof(T) * (per_chunk * piece_max + q8_max), kSlotShared));
+  T* zeros = chunk + per_chunk * piece_max;  // a grad_out row for the k past Kg in the last tile
+  std::memset(zeros, 0, sizeof(T) * q8_max);
+
+  for (int64_t gi = 0; gi < g.groups; ++gi) {
+    const T* xg = x + gi * Cg * g.H * g.W;
+    const T* gyg = gy + gi * Kg * OHW;
+    T* gwg = gw + gi * Kg * rows;
+    for (int64_t ch = 0; ch < nchunks; ++ch) {
+      const int64_t p0 = ch * per_chunk, np = min64(per_chunk, pieces - p0);
+
+      parallel_tasks(np, threads, [&](int64_t pi) {
+        const int64_t piece = p0 + pi, n = piece / nblocks, oh0 = (piece % nblocks) * block;
+        const int64_t nrows = min64(block, g.OH - oh0), srows = nrows + halo, q = (nrows - 1) * Wp + g.OW;
+        const int64_t q8 = round_up(q, L);
+        T* slab = chunk + pi * piece_max;
+        T* gyw = slab + slab_max;
+        const int64_t left = min64(g.pw, Wp), inside = max64(0, min64(g.W, Wp - g.pw));
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t hr = 0; hr < srows; ++hr) {
+            T* dst = slab + (c * srows + hr) * Wp;
+            const int64_t ih = oh0 + hr - g.ph;
+            int64_t e = 0;
+            if (ih >= 0 && ih < g.H) {
+              const T* src = xg + ((n * g.C + c) * g.H + ih) * g.W;
+              for (; e < left; ++e) dst[e] = T(0);
+              for (; e < left + inside; ++e) dst[e] = src[e - left];
+            }
+            for (; e < Wp; ++e) dst[e] = T(0);
+          }
+        for (int64_t e = 0; e < L; ++e) slab[Cg * srows * Wp + e] = T(0);  // read past the last row
+        for (int64_t k = 0; k < Kg; ++k) {
+          T* dst = gyw + k * q8;
+          const T* src = gyg + (n * g.K + k) * OHW + oh0 * g.OW;
+          for (int64_t i = 0; i < nrows; ++i) {
+            for (int64_t ow = 0; ow < g.OW; ++ow) dst[i * Wp + ow] = src[i * g.OW + ow];
+            if (i + 1 < nrows)
+              for (int64_t ow = g.OW; ow < Wp; ++ow) dst[i * Wp + ow] = T(0);
+          }
+          for (int64_t e = q; e < q8; ++e) dst[e] = T(0);
+        }
+      });
+
+      parallel_tasks(jgroups * kgroups, threads, [&](int64_t task) {
+        const int64_t jg = task / kgroups, kg = task % kgroups;
+        const int64_t j_end = min64((jg + 1) * jper, jtiles), k_end = min64((kg + 1) * kper, ktiles);
+        // k tiles outside: a k tile's grad_out rows over the chunk stay in L2 while every
+        // patch tile of the task passes over them.
+        for (int64_t kt = kg * kper; kt < k_end; ++kt) {
+          for (int64_t jt = jg * jper; jt < j_end; ++jt) {
+            // The KJ patch rows of this tile as (channel, offset in the slab); rows past the
+            // last repeat it and are dropped.
+            int64_t chan[KJ], shift[KJ];
+            for (int j = 0; j < KJ; ++j) {
+              const int64_t row = min64(jt * KJ + j, rows - 1), c = row / (g.R * g.S), rs = row % (g.R * g.S);
+              chan[j] = c;
+              shift[j] = (rs / g.S) * g.dh * Wp + (rs % g.S) * g.dw;
+            }
+            V acc[KI * KJ];
+            for (int i = 0; i < KI * KJ; ++i) acc[i] = V{};
+            // Runs of pieces of one size (all of them when an image is one block) in one call.
+            for (int64_t pi = 0, run = 1; pi < np; pi += run) {
+              const int64_t piece = p0 + pi, oh0 = (piece % nblocks) * block;
+              const int64_t nrows = min64(block, g.OH - oh0), srows = nrows + halo;
+              run = 1;
+              if (nblocks == 1) run = np - pi;
+              const int64_t iters = round_up((nrows - 1) * Wp + g.OW, L) / L;
+              const T* slab = chunk + pi * piece_max;
+              const T* gyw = slab + slab_max;
+              const int64_t q8 = iters * int64_t(L);
+              const T* a[KI];
+              const T* b[KJ];
+              if (kt * KI + KI > Kg) run = 1;  // the zero row does not move with the pieces
+              for (int i = 0; i < KI; ++i) a[i] = kt * KI + i < Kg ? gyw + (kt * KI + i) * q8 : zeros;
+              for (int j = 0; j < KJ; ++j) b[j] = slab + chan[j] * srows * Wp + shift[j];
+              dot_block<T>(iters, run, piece_max, a, b, acc);
+            }
+            for (int i = 0; i < KI; ++i)
+              for (int j = 0; j < KJ; ++j) {
+                const int64_t k = kt * KI + i, row = jt * KJ + j;
+                if (k >= Kg || row >= rows) continue;
+                const T s = lane_sum<T>(acc[i * KJ + j]);
+                gwg[k * rows + row] = ch == 0 ? s : gwg[k * rows + row] + s;
+              }
+          }
+        }
+      });
+    }
+  }
+}
+
+template void conv_backward_weight_wide<float>(const ConvGeom&, const float*, const float*, float*, int);
+template void conv_backward_weight_wide<double>(const ConvGeom&, const double*, const double*, double*, int);
+
+}  // namespace FC_ISA
+}  // namespace fastconv

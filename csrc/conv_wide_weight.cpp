@@ -3,17 +3,18 @@
 // laid out Wp wide with zeros in the dropped columns. Both operands are contiguous along the
 // reduction q, so this is a batch of dot products: a 3 x 4 block of (k, patch row) pairs keeps
 // 12 vector accumulators along q, loads 3 + 4 vectors per 12 FMAs and is reduced across lanes
-// once per chunk. Nothing is transposed or packed beyond building the zero-bordered slabs and
-// gyw, one pass over x and grad_out.
+// once per window of pieces. Nothing is transposed or packed beyond building the
+// zero-bordered slabs and gyw, one pass over x and grad_out per task that needs them.
 //
 // The dropped columns multiply a zero of gyw by a value of x; an inf or NaN there would turn
 // that zero into NaN, so an x that is not all finite goes to implicit_gemm's kernel instead.
 //
-// Work: per group, pieces (image, block of output rows) are gathered into chunks of bounded
-// size; per chunk, a parallel pass builds every piece's slab and gyw, then tasks own disjoint
-// sets of 3 x 4 blocks of grad_w and sum over the chunk's pieces in order, adding to grad_w
-// (first chunk: storing). The order of every sum is fixed by the shape: results do not depend
-// on the thread count.
+// Work: pieces (image, block of output rows) are split into up to 8 chunks, each summed into
+// its own partial grad_w (at most kMaxPartials elements in all), and patch tiles into groups
+// while there are fewer than 8 tasks. A task (group, chunk, patch-tile group) builds its
+// pieces' slabs and gyw window by window in its own scratch -- the thread that builds the data
+// is the one that reads it -- and the partials are added in chunk order at the end. The order
+// of every sum is fixed by the shape: results do not depend on the thread count.
 #include <cstring>
 
 #include "gather.h"
@@ -27,7 +28,8 @@ namespace FC_ISA {
 namespace {
 
 constexpr int64_t kMaxPieceColumns = 1024;
-constexpr int64_t kChunkBytes = 512 << 10;
+constexpr int64_t kWindowBytes = 512 << 10;  // pieces built and summed over at a time, per task
+constexpr int64_t kMaxPartials = 1 << 20;     // elements of per-chunk partial grad_w
 // grad_out rows x patch rows per block: 12 accumulators + 3 grad_out vectors + 1 patch
 // vector = the 16 ymm registers; 7 loads per 12 FMAs. (A 6 x 2 block re-read one operand on
 // every FMA and was load-bound at ~45 GFLOP/s per core on MNIST's conv2; this runs at ~70.)
@@ -118,44 +120,57 @@ void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw
   typedef typename Lanes<T>::V V;
   constexpr int L = Lanes<T>::L;
   if (!all_finite(x, g.N * g.C * g.H * g.W)) return conv_backward_weight<T>(g, gy, x, gw, threads);
-  if (g.N * g.OH * g.OW == 0) {  // an empty sum
-    std::memset(gw, 0, sizeof(T) * g.K * (g.C / g.groups) * g.R * g.S);
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, rows = Cg * g.R * g.S, OHW = g.OH * g.OW;
+  if (g.N * OHW == 0) {  // an empty sum
+    std::memset(gw, 0, sizeof(T) * g.K * rows);
     return;
   }
 
-  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, rows = Cg * g.R * g.S, OHW = g.OH * g.OW;
   const int64_t Wp = g.OW + (g.S - 1) * g.dw, halo = (g.R - 1) * g.dh;
   const int64_t block = max64(1, min64(g.OH, (kMaxPieceColumns - g.OW) / Wp + 1));
-  const int64_t nblocks = ceil_div(g.OH, block);
+  const int64_t nblocks = ceil_div(g.OH, block), pieces = g.N * nblocks;
   // Sizes for a full block; the last block of an image is shorter.
   const int64_t q8_max = round_up((block - 1) * Wp + g.OW, L);
   // Rounded to whole vectors so that every gyw row starts 32-byte aligned.
   const int64_t slab_max = round_up(Cg * (block + halo) * Wp + L, L), piece_max = slab_max + Kg * q8_max;
-  const int64_t per_chunk = max64(1, kChunkBytes / (int64_t(sizeof(T)) * piece_max));
-  const int64_t pieces = g.N * nblocks, nchunks = ceil_div(pieces, per_chunk);
+  const int64_t per_window = max64(1, kWindowBytes / (int64_t(sizeof(T)) * piece_max));
+  const int64_t wgt = Kg * rows;  // one group's grad_w
 
-  // Tasks: ranges of KJ-row patch tiles x ranges of KI-row grad_out tiles, 8 or more if there
-  // are that many tiles.
+  // Pieces are split into chunks, each summed into its own partial grad_w, and the partials
+  // are added in chunk order: 8 chunks where there are pieces enough, as many as the partials'
+  // bound allows. Each chunk is walked in windows of pieces (built, then summed over).
+  int64_t nchunks = min64(pieces, 8);
+  nchunks = max64(1, min64(nchunks, kMaxPartials / wgt));
+  const int64_t per_chunk = ceil_div(pieces, nchunks);
+  nchunks = ceil_div(pieces, per_chunk);
+  // Patch tiles split into groups while there are fewer than 8 tasks.
   const int64_t ktiles = ceil_div(Kg, KI), jtiles = ceil_div(rows, KJ);
-  const int64_t jgroups = min64(jtiles, 8), kgroups = min64(ktiles, ceil_div(8, jgroups));
-  const int64_t jper = ceil_div(jtiles, jgroups), kper = ceil_div(ktiles, kgroups);
+  const int64_t jgroups = min64(jtiles, ceil_div(8, g.groups * nchunks)), jper = ceil_div(jtiles, jgroups);
 
-  T* chunk = static_cast<T*>(thread_workspace(sizeof(T) * (per_chunk * piece_max + q8_max), kSlotShared));
-  T* zeros = chunk + per_chunk * piece_max;  // a grad_out row for the k past Kg in the last tile
+  T* shared = static_cast<T*>(thread_workspace(sizeof(T) * (q8_max + g.groups * nchunks * wgt), kSlotShared));
+  T* zeros = shared;  // a grad_out row for the k past Kg in the last tile
+  T* partials = nchunks == 1 ? gw : shared + q8_max;
   std::memset(zeros, 0, sizeof(T) * q8_max);
 
-  for (int64_t gi = 0; gi < g.groups; ++gi) {
+  parallel_tasks(g.groups * nchunks * jgroups, threads, [&](int64_t task) {
+    const int64_t gi = task / (nchunks * jgroups), chunk = (task / jgroups) % nchunks, jg = task % jgroups;
+    const int64_t j0 = jg * jper, j1 = min64(j0 + jper, jtiles);
     const T* xg = x + gi * Cg * g.H * g.W;
     const T* gyg = gy + gi * Kg * OHW;
-    T* gwg = gw + gi * Kg * rows;
-    for (int64_t ch = 0; ch < nchunks; ++ch) {
-      const int64_t p0 = ch * per_chunk, np = min64(per_chunk, pieces - p0);
+    T* part = partials + (nchunks == 1 ? gi * wgt : (gi * nchunks + chunk) * wgt);
+    T* buf = static_cast<T*>(thread_workspace(sizeof(T) * per_window * piece_max, kSlotTile));
+    const int64_t c0 = chunk * per_chunk, c1 = min64(c0 + per_chunk, pieces);
 
-      parallel_tasks(np, threads, [&](int64_t pi) {
+    for (int64_t p0 = c0; p0 < c1; p0 += per_window) {
+      const int64_t np = min64(per_window, c1 - p0);
+      // Build the window: each piece's zero-bordered slab (with L elements of slack read past
+      // its last row) and gyw (grad_out rows Wp wide, zeros in the dropped columns and up to
+      // a whole vector).
+      for (int64_t pi = 0; pi < np; ++pi) {
         const int64_t piece = p0 + pi, n = piece / nblocks, oh0 = (piece % nblocks) * block;
         const int64_t nrows = min64(block, g.OH - oh0), srows = nrows + halo, q = (nrows - 1) * Wp + g.OW;
         const int64_t q8 = round_up(q, L);
-        T* slab = chunk + pi * piece_max;
+        T* slab = buf + pi * piece_max;
         T* gyw = slab + slab_max;
         const int64_t left = min64(g.pw, Wp), inside = max64(0, min64(g.W, Wp - g.pw));
         for (int64_t c = 0; c < Cg; ++c)
@@ -170,7 +185,7 @@ void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw
             }
             for (; e < Wp; ++e) dst[e] = T(0);
           }
-        for (int64_t e = 0; e < L; ++e) slab[Cg * srows * Wp + e] = T(0);  // read past the last row
+        for (int64_t e = 0; e < L; ++e) slab[Cg * srows * Wp + e] = T(0);
         for (int64_t k = 0; k < Kg; ++k) {
           T* dst = gyw + k * q8;
           const T* src = gyg + (n * g.K + k) * OHW + oh0 * g.OW;
@@ -181,54 +196,56 @@ void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw
           }
           for (int64_t e = q; e < q8; ++e) dst[e] = T(0);
         }
-      });
+      }
 
-      parallel_tasks(jgroups * kgroups, threads, [&](int64_t task) {
-        const int64_t jg = task / kgroups, kg = task % kgroups;
-        const int64_t j_end = min64((jg + 1) * jper, jtiles), k_end = min64((kg + 1) * kper, ktiles);
-        // k tiles outside: a k tile's grad_out rows over the chunk stay in L2 while every
-        // patch tile of the task passes over them.
-        for (int64_t kt = kg * kper; kt < k_end; ++kt) {
-          for (int64_t jt = jg * jper; jt < j_end; ++jt) {
-            // The KJ patch rows of this tile as (channel, offset in the slab); rows past the
-            // last repeat it and are dropped.
-            int64_t chan[KJ], shift[KJ];
-            for (int j = 0; j < KJ; ++j) {
-              const int64_t row = min64(jt * KJ + j, rows - 1), c = row / (g.R * g.S), rs = row % (g.R * g.S);
-              chan[j] = c;
-              shift[j] = (rs / g.S) * g.dh * Wp + (rs % g.S) * g.dw;
-            }
-            V acc[KI * KJ];
-            for (int i = 0; i < KI * KJ; ++i) acc[i] = V{};
-            // Runs of pieces of one size (all of them when an image is one block) in one call.
-            for (int64_t pi = 0, run = 1; pi < np; pi += run) {
-              const int64_t piece = p0 + pi, oh0 = (piece % nblocks) * block;
-              const int64_t nrows = min64(block, g.OH - oh0), srows = nrows + halo;
-              run = 1;
-              if (nblocks == 1) run = np - pi;
-              const int64_t iters = round_up((nrows - 1) * Wp + g.OW, L) / L;
-              const T* slab = chunk + pi * piece_max;
-              const T* gyw = slab + slab_max;
-              const int64_t q8 = iters * int64_t(L);
-              const T* a[KI];
-              const T* b[KJ];
-              if (kt * KI + KI > Kg) run = 1;  // the zero row does not move with the pieces
-              for (int i = 0; i < KI; ++i) a[i] = kt * KI + i < Kg ? gyw + (kt * KI + i) * q8 : zeros;
-              for (int j = 0; j < KJ; ++j) b[j] = slab + chan[j] * srows * Wp + shift[j];
-              dot_block<T>(iters, run, piece_max, a, b, acc);
-            }
-            for (int i = 0; i < KI; ++i)
-              for (int j = 0; j < KJ; ++j) {
-                const int64_t k = kt * KI + i, row = jt * KJ + j;
-                if (k >= Kg || row >= rows) continue;
-                const T s = lane_sum<T>(acc[i * KJ + j]);
-                gwg[k * rows + row] = ch == 0 ? s : gwg[k * rows + row] + s;
-              }
+      // k tiles outside: a k tile's grad_out rows over the window stay in L1/L2 while the
+      // task's patch tiles pass over them.
+      for (int64_t kt = 0; kt < ktiles; ++kt)
+        for (int64_t jt = j0; jt < j1; ++jt) {
+          // The KJ patch rows of this tile as (channel, offset in the slab); rows past the
+          // last repeat it and are dropped.
+          int64_t chan[KJ], shift[KJ];
+          for (int j = 0; j < KJ; ++j) {
+            const int64_t row = min64(jt * KJ + j, rows - 1), rs = row % (g.R * g.S);
+            chan[j] = row / (g.R * g.S);
+            shift[j] = (rs / g.S) * g.dh * Wp + (rs % g.S) * g.dw;
           }
+          V acc[KI * KJ];
+          for (int i = 0; i < KI * KJ; ++i) acc[i] = V{};
+          // Runs of pieces of one size (all of them when an image is one block) in one call;
+          // the zero row past Kg does not move with the pieces, so then one at a time.
+          for (int64_t pi = 0, run = 1; pi < np; pi += run) {
+            const int64_t oh0 = ((p0 + pi) % nblocks) * block;
+            const int64_t nrows = min64(block, g.OH - oh0), srows = nrows + halo;
+            const int64_t iters = round_up((nrows - 1) * Wp + g.OW, L) / L, q8 = iters * int64_t(L);
+            run = nblocks == 1 && kt * KI + KI <= Kg ? np - pi : 1;
+            const T* slab = buf + pi * piece_max;
+            const T* gyw = slab + slab_max;
+            const T* a[KI];
+            const T* b[KJ];
+            for (int i = 0; i < KI; ++i) a[i] = kt * KI + i < Kg ? gyw + (kt * KI + i) * q8 : zeros;
+            for (int j = 0; j < KJ; ++j) b[j] = slab + chan[j] * srows * Wp + shift[j];
+            dot_block<T>(iters, run, piece_max, a, b, acc);
+          }
+          for (int i = 0; i < KI; ++i)
+            for (int j = 0; j < KJ; ++j) {
+              const int64_t k = kt * KI + i, row = jt * KJ + j;
+              if (k >= Kg || row >= rows) continue;
+              const T sum = lane_sum<T>(acc[i * KJ + j]);
+              part[k * rows + row] = p0 == c0 ? sum : part[k * rows + row] + sum;
+            }
         }
-      });
     }
-  }
+  });
+
+  if (nchunks > 1)  // the partials, added in chunk order
+    for (int64_t gi = 0; gi < g.groups; ++gi)
+      for (int64_t e = 0; e < wgt; ++e) {
+        const T* part = partials + gi * nchunks * wgt + e;
+        T sum = part[0];
+        for (int64_t c = 1; c < nchunks; ++c) sum += part[c * wgt];
+        gw[gi * wgt + e] = sum;
+      }
 }
 
 template void conv_backward_weight_wide<float>(const ConvGeom&, const float*, const float*, float*, int);

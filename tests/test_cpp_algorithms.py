@@ -280,3 +280,12 @@ def test_dot_wide_with_infinities_matches_the_direct_sum(rng):
     want = ref(fastconv.conv2d_backward, gy, x, wt, None)[1]
     np.testing.assert_array_equal(np.isfinite(gw), np.isfinite(want))
     assert np.isinf(gw[:, 2, 0, 0]).all() and np.isfinite(gw[:, 2, 1:, :]).all()
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7, 9), (0, 4, 3, 3), (1, 1, 1, 1), (64, 32, 26, 26)])
+def test_bias_grad_is_the_float64_sum_rounded_once(shape, rng):
+    gy = (rng.standard_normal(shape) * 10).astype(np.float32)
+    want = gy.sum(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)
+    np.testing.assert_array_equal(cpp.bias_grad(gy), want)
+    gy64 = gy.astype(np.float64)
+    np.testing.assert_array_equal(cpp.bias_grad(gy64), gy64.sum(axis=(0, 2, 3)))

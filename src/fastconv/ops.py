@@ -10,6 +10,9 @@ A backend module implements seven primitives on 4-D C-contiguous arrays and a ge
     avg_pool_forward(x, g)                 -> y
     avg_pool_backward(gy, g)               -> gx
 
+and may implement `bias_grad(gy) -> gb` (gy summed over images and pixels, in double and
+rounded once); without it the ops compute that with the array library.
+
 A transposed convolution is the backward-data of the convolution described by its geometry
 (see _params.conv_transpose_params), so its forward and backward reuse the same three conv
 primitives: one fast backward-data kernel serves both ops.
@@ -24,9 +27,11 @@ def _unbatch(a, batched):
     return a if (a is None or batched) else a[0]
 
 
-def _bias_grad(gy, xp):
+def _bias_grad(impl, gy, xp):
     # Summed in float64 and rounded once: matches the reference to the last bit for float64
     # and is the accurate choice for float32.
+    if hasattr(impl, "bias_grad"):
+        return impl.bias_grad(gy)
     return gy.sum(axis=(0, 2, 3), dtype=xp.float64).astype(gy.dtype)
 
 
@@ -49,7 +54,7 @@ def conv2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0, dilatio
     impl = select(backend, xp)
     gx = impl.conv_backward_data(gy, weight, None, g) if need_x else None
     gw = impl.conv_backward_weight(gy, x, g) if need_w else None
-    gb = _bias_grad(gy, xp) if (need_b and bias is not None) else None
+    gb = _bias_grad(impl, gy, xp) if (need_b and bias is not None) else None
     return _unbatch(gx, batched), gw, gb
 
 
@@ -76,7 +81,7 @@ def conv_transpose2d_backward(grad_out, x, weight, bias=None, stride=1, padding=
     # grad_weight the conv's backward-weight with grad_out in the role of the conv's input.
     gx = impl.conv_forward(gy, weight, None, g) if need_x else None
     gw = impl.conv_backward_weight(x, gy, g) if need_w else None
-    gb = _bias_grad(gy, xp) if (need_b and bias is not None) else None
+    gb = _bias_grad(impl, gy, xp) if (need_b and bias is not None) else None
     return _unbatch(gx, batched), gw, gb
 
 

@@ -61,6 +61,16 @@ def algorithm_for(primitive, g, dtype, args=None):
     return cpp_algorithms.choose(primitive, ALGORITHMS[primitive], g, dtype, _C.isa(), timer_args)
 
 
+def bias_grad(gy):
+    """grad_bias: gy summed over images and pixels in double, rounded once (ops' default,
+    which numpy computes slowly for float32: a strided float64 reduction)."""
+    if gy.dtype != np.float32:
+        return gy.sum(axis=(0, 2, 3), dtype=np.float64).astype(gy.dtype)
+    out = np.empty(gy.shape[1], np.float32)
+    _C.bias_grad_f32(gy, out, 1 if gy.size < _SERIAL_POOL_ELEMENTS else get_num_threads())
+    return out
+
+
 def conv_forward(x, w, bias, g):
     y = P.empty(np, "conv2d", g.y_shape, x.dtype)
     threads = _conv_threads(g)

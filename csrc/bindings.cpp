@@ -65,6 +65,12 @@ void bind_dtype(py::module_& m) {
     py::gil_scoped_release release;
     kernels(T()).conv_backward_data(g, gy.data(), w.data(), opt_ptr(bias), gx.mutable_data(), threads);
   });
+  m.def("conv_backward_data_col2im", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> w,
+                                        std::optional<Arr<T>> bias, Arr<T> gx, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    py::gil_scoped_release release;
+    kernels(T()).conv_backward_data_col2im(g, gy.data(), w.data(), opt_ptr(bias), gx.mutable_data(), threads);
+  });
   m.def("conv_backward_data_narrow", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> w,
                                         std::optional<Arr<T>> bias, Arr<T> gx, int threads) {
     const ConvGeom g = conv_geom(geom);

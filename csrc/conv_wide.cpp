@@ -11,9 +11,9 @@
 // on planes whose rows are short (MNIST's 11- and 26-wide rows), and its loss, the dropped
 // columns, is small when OW is large next to S.
 //
-// Tasks: (group, image, block of output rows); each output element comes from one task with a
+// Tasks: (group, images, block of output rows); each output element comes from one task with a
 // fixed summation order, so results do not depend on the thread count. Scratch per task is
-// bounded by the block (at most kMaxColumns wide columns) and one group's channels.
+// bounded by the block (about kMaxColumns wide columns) and one group's channels.
 #include <cstring>
 
 #include "gather.h"
@@ -34,46 +34,58 @@ void conv_forward_wide(const ConvGeom& g, const T* x, const T* w, const T* bias,
   constexpr int64_t NR = MicroTile<T>::NR;
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, rows = Cg * g.R * g.S;
   const int64_t Wp = g.OW + (g.S - 1) * g.dw, halo = (g.R - 1) * g.dh;
-  // Without padding the slab is x itself (its rows are already Wp wide); else each task
-  // copies its rows of the group's channels into a zero-bordered slab.
-  const bool alias = g.ph == 0 && g.pw == 0 && Wp == g.W && g.OH + halo <= g.H;
+  const int64_t srows_image = g.OH + halo;  // slab rows of a whole image
 
-  int64_t block = max64(1, min64(g.OH, (kMaxColumns - g.OW) / Wp + 1));
-  while (g.groups * g.N * ceil_div(g.OH, block) < 8 && block > 1) block = ceil_div(block, 2);
-  const int64_t nblocks = ceil_div(g.OH, block);
+  // A task covers images [n0, n0 + ni) and output rows [oh0, oh0 + nrows) of each. Small
+  // images are stacked, ni per task, one slab of ni * srows_image rows (the rows between two
+  // images' outputs are more dropped columns); larger ones are cut into blocks of rows. About
+  // kMaxColumns columns per task, and 8 tasks or more where the problem allows.
+  int64_t per_task = 1, block = g.OH;
+  if (srows_image * Wp <= kMaxColumns) {
+    per_task = max64(1, min64(g.N, kMaxColumns / (srows_image * Wp)));
+    while (g.groups * ceil_div(g.N, per_task) < 8 && per_task > 1) per_task = ceil_div(per_task, 2);
+  } else {
+    block = max64(1, min64(g.OH, (kMaxColumns - g.OW) / Wp + 1));
+    while (g.groups * g.N * ceil_div(g.OH, block) < 8 && block > 1) block = ceil_div(block, 2);
+  }
+  const int64_t image_tasks = ceil_div(g.N, per_task), nblocks = ceil_div(g.OH, block);
+  // One image without padding: the slab is x itself (its rows are already Wp wide).
+  const bool alias = per_task == 1 && g.ph == 0 && g.pw == 0 && Wp == g.W && g.OH + halo <= g.H;
 
   const int64_t per_group = packed_a_size<T>(Kg, rows);
   T* packed_w = static_cast<T*>(thread_workspace(sizeof(T) * per_group * g.groups, kSlotShared));
   for (int64_t gi = 0; gi < g.groups; ++gi) pack_a<T>(Kg, rows, w + gi * Kg * rows, rows, 1, packed_w + gi * per_group);
 
-  parallel_tasks(g.groups * g.N * nblocks, threads, [&](int64_t task) {
-    const int64_t gi = task / (g.N * nblocks), n = (task / nblocks) % g.N, oh0 = (task % nblocks) * block;
+  parallel_tasks(g.groups * image_tasks * nblocks, threads, [&](int64_t task) {
+    const int64_t gi = task / (image_tasks * nblocks), it = (task / nblocks) % image_tasks;
+    const int64_t n0 = it * per_task, ni = min64(per_task, g.N - n0), oh0 = (task % nblocks) * block;
     const int64_t nrows = min64(block, g.OH - oh0), srows = nrows + halo;
-    const int64_t Q = (nrows - 1) * Wp + g.OW, ldb = round_up(Q, NR);
-    const T* xs = x + (n * g.C + gi * Cg) * g.H * g.W;
+    const int64_t Q = ((ni - 1) * srows + nrows - 1) * Wp + g.OW, ldb = round_up(Q, NR);
 
     const T* slab;
     int64_t channel_stride;
     if (alias) {
-      slab = xs + oh0 * g.W;
+      slab = x + (n0 * g.C + gi * Cg) * g.H * g.W + oh0 * g.W;
       channel_stride = g.H * g.W;
     } else {
-      T* s = static_cast<T*>(thread_workspace(sizeof(T) * Cg * srows * Wp, kSlotPackA));
+      // [c][image][row][Wp], zero outside x.
+      T* s = static_cast<T*>(thread_workspace(sizeof(T) * Cg * ni * srows * Wp, kSlotPackA));
       const int64_t left = min64(g.pw, Wp), inside = max64(0, min64(g.W, Wp - g.pw));
       for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t hr = 0; hr < srows; ++hr) {
-          T* dst = s + (c * srows + hr) * Wp;
-          const int64_t ih = oh0 + hr - g.ph;
-          if (ih < 0 || ih >= g.H) {
-            std::memset(dst, 0, sizeof(T) * Wp);
-            continue;
+        for (int64_t j = 0; j < ni; ++j)
+          for (int64_t hr = 0; hr < srows; ++hr) {
+            T* dst = s + ((c * ni + j) * srows + hr) * Wp;
+            const int64_t ih = oh0 + hr - g.ph;
+            int64_t e = 0;
+            if (ih >= 0 && ih < g.H) {
+              const T* src = x + (((n0 + j) * g.C + gi * Cg + c) * g.H + ih) * g.W;
+              for (; e < left; ++e) dst[e] = T(0);
+              for (; e < left + inside; ++e) dst[e] = src[e - left];
+            }
+            for (; e < Wp; ++e) dst[e] = T(0);
           }
-          std::memset(dst, 0, sizeof(T) * left);
-          std::memcpy(dst + left, xs + (c * g.H + ih) * g.W, sizeof(T) * inside);
-          std::memset(dst + left + inside, 0, sizeof(T) * (Wp - left - inside));
-        }
       slab = s;
-      channel_stride = srows * Wp;
+      channel_stride = ni * srows * Wp;
     }
 
     // Patch row (c, r, s) = Q elements of channel c's slab from offset r*dh*Wp + s*dw (the last
@@ -88,10 +100,12 @@ void conv_forward_wide(const ConvGeom& g, const T* x, const T* w, const T* bias,
 
     for (int64_t k = 0; k < Kg; ++k) {
       const T b = bias ? bias[gi * Kg + k] : T(0);
-      T* out = y + ((n * g.K + gi * Kg + k) * g.OH + oh0) * g.OW;
-      for (int64_t i = 0; i < nrows; ++i) {
-        const T* src = result + k * ldb + i * Wp;
-        for (int64_t ow = 0; ow < g.OW; ++ow) out[i * g.OW + ow] = src[ow] + b;
+      for (int64_t j = 0; j < ni; ++j) {
+        T* out = y + (((n0 + j) * g.K + gi * Kg + k) * g.OH + oh0) * g.OW;
+        for (int64_t i = 0; i < nrows; ++i) {
+          const T* src = result + k * ldb + (j * srows + i) * Wp;
+          for (int64_t ow = 0; ow < g.OW; ++ow) out[i * g.OW + ow] = src[ow] + b;
+        }
       }
     }
   });

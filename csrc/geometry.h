@@ -27,6 +27,8 @@ struct KernelTable {
   // Winograd F(2x2, 3x3); only for 3x3 kernels at stride 1, dilation 1.
   void (*conv_forward_winograd_f23)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
   void (*conv_backward_data)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
+  // GEMM with W^T, then col2im (conv_col2im.cpp).
+  void (*conv_backward_data_col2im)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   // Direct sub-pixel kernel for 1-3 grad_x channels per group.
   void (*conv_backward_data_narrow)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);

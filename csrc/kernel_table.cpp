@@ -5,9 +5,21 @@ namespace FC_ISA {
 
 template <class T>
 static KernelTable<T> make_table() {
-  return {conv_forward<T>,         conv_forward_wide<T>,         conv_forward_winograd_f23<T>, conv_backward_data<T>,
-          conv_backward_data_narrow<T>, conv_backward_weight<T>, conv_backward_weight_wide<T>, max_pool_forward<T>,
-          max_pool_backward<T>,    avg_pool_forward<T>,          avg_pool_backward<T>};
+  // By name: most entries share a signature, so a positional initialiser could swap two silently.
+  KernelTable<T> t{};
+  t.conv_forward = conv_forward<T>;
+  t.conv_forward_wide = conv_forward_wide<T>;
+  t.conv_forward_winograd_f23 = conv_forward_winograd_f23<T>;
+  t.conv_backward_data = conv_backward_data<T>;
+  t.conv_backward_data_col2im = conv_backward_data_col2im<T>;
+  t.conv_backward_data_narrow = conv_backward_data_narrow<T>;
+  t.conv_backward_weight = conv_backward_weight<T>;
+  t.conv_backward_weight_wide = conv_backward_weight_wide<T>;
+  t.max_pool_forward = max_pool_forward<T>;
+  t.max_pool_backward = max_pool_backward<T>;
+  t.avg_pool_forward = avg_pool_forward<T>;
+  t.avg_pool_backward = avg_pool_backward<T>;
+  return t;
 }
 
 const KernelTable<float>& kernels_f32() {

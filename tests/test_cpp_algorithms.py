@@ -289,3 +289,40 @@ def test_bias_grad_is_the_float64_sum_rounded_once(shape, rng):
     np.testing.assert_array_equal(cpp.bias_grad(gy), want)
     gy64 = gy.astype(np.float64)
     np.testing.assert_array_equal(cpp.bias_grad(gy64), gy64.sum(axis=(0, 2, 3)))
+
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups) of the conv whose backward-data runs
+COL2IM_EDGES = [
+    (3, 5, 9, 8, 7, 3, 3, 1, 1, 1, 1),
+    (2, 4, 15, 16, 6, 4, 4, 2, 1, 1, 2),  # DCGAN's 4x4 stride 2, groups
+    (1, 120, 6, 7, 5, 3, 3, 1, 2, 1, 1),  # several channel blocks
+    (2, 3, 40, 37, 4, 3, 2, (3, 2), (1, 0), (2, 3), 1),  # a column tile smaller than one image
+    (5, 2, 4, 4, 3, 5, 5, 1, 2, 1, 1),  # most taps in the padding
+    (1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", COL2IM_EDGES, ids=[str(i) for i in range(len(COL2IM_EDGES))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forced_gemm_col2im(case, dtype, rng):
+    n, c, h, w, k, r, s, stride, padding, dilation, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(dtype)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    _, _, _, _, _, g, _ = P.conv_params(x, wt, None, stride, padding, dilation, groups)
+    gy = rng.standard_normal(g.y_shape).astype(dtype)
+    bt = rng.standard_normal(c).astype(dtype)
+    tkw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    short = fastconv.conv_transpose2d(gy, wt, **tkw, backend="reference").shape[2:]
+    tkw["output_padding"] = tuple(int(a - b) for a, b in zip(x.shape[2:], short))
+    with cpp_algorithms.force("gemm_col2im"):
+        assert cpp.algorithm_for("conv_backward_data", g, dtype).name == "gemm_col2im"
+        gx = fastconv.conv2d_backward(gy, x, wt, None, backend="cpp", needs=(True, False, False), **kw)[0]
+        yt = fastconv.conv_transpose2d(gy, wt, bt, **tkw, backend="cpp")
+    terms = (k // groups) * r * s
+    assert_within(gx, ref(fastconv.conv2d_backward, gy, x, wt, None, **kw)[0],
+                  ref(fastconv.conv2d_backward, np.abs(gy), x, np.abs(wt), None, **kw)[0], terms, dtype,
+                  what="gemm_col2im backward-data")
+    assert_within(yt, ref(fastconv.conv_transpose2d, gy, wt, bt, **tkw),
+                  ref(fastconv.conv_transpose2d, np.abs(gy), np.abs(wt), np.abs(bt), **tkw), terms + 1, dtype,
+                  what="gemm_col2im conv_transpose2d")

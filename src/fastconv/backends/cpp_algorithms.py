@@ -119,6 +119,8 @@ def make_tables(C, geom):
         Algorithm("implicit_gemm_wide", _wide_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_wide(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
+        Algorithm("gemm_col2im", _always,
+                  lambda gy, w, b, gx, g, t: C.conv_backward_data_col2im(geom(g), gy, w, b, gx, t)),
         Algorithm("direct_narrow", _narrow_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_backward_data_narrow(geom(g), gy, w, b, gx, t)),
         Algorithm("implicit_gemm_subpixel", _always,

@@ -1,6 +1,6 @@
-// Backward-weight at stride 1 over "wide" output rows (see conv_wide.cpp for the layout):
-// grad_w[k][c,r,s] = sum over q of gyw[k][q] * slab_c[q + r*dh*Wp + s*dw], where gyw is grad_out
-// laid out Wp wide with zeros in the dropped columns. Both operands are contiguous along the
+// Backward-weight over "wide" output rows (wide.h): grad_w[k][c,r,s] = sum over q of
+// gyw[k][q] * slabs_c[tap_offset(r, s) + q], where gyw is grad_out laid out Wp wide with zeros
+// in the dropped columns. Both operands are contiguous along the
 // reduction q, so this is a batch of dot products: a 3 x 4 block of (k, patch row) pairs keeps
 // 12 vector accumulators along q, loads 3 + 4 vectors per 12 FMAs and is reduced across lanes
 // once per window of pieces. Nothing is transposed or packed beyond building the
@@ -20,6 +20,7 @@
 #include "gather.h"
 #include "kernels.h"
 #include "tasks.h"
+#include "wide.h"
 #include "workspace.h"
 
 namespace fastconv {
@@ -126,13 +127,14 @@ void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw
     return;
   }
 
-  const int64_t Wp = g.OW + (g.S - 1) * g.dw, halo = (g.R - 1) * g.dh;
+  const WideLayout lay = wide_layout(g);
+  const int64_t Wp = lay.Wp, halo = lay.halo, phases = lay.phases;
   const int64_t block = max64(1, min64(g.OH, (kMaxPieceColumns - g.OW) / Wp + 1));
   const int64_t nblocks = ceil_div(g.OH, block), pieces = g.N * nblocks;
   // Sizes for a full block; the last block of an image is shorter.
   const int64_t q8_max = round_up((block - 1) * Wp + g.OW, L);
   // Rounded to whole vectors so that every gyw row starts 32-byte aligned.
-  const int64_t slab_max = round_up(Cg * (block + halo) * Wp + L, L), piece_max = slab_max + Kg * q8_max;
+  const int64_t slab_max = round_up(Cg * phases * (block + halo) * Wp + L, L), piece_max = slab_max + Kg * q8_max;
   const int64_t per_window = max64(1, kWindowBytes / (int64_t(sizeof(T)) * piece_max));
   const int64_t wgt = Kg * rows;  // one group's grad_w
 
@@ -172,20 +174,8 @@ void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw
         const int64_t q8 = round_up(q, L);
         T* slab = buf + pi * piece_max;
         T* gyw = slab + slab_max;
-        const int64_t left = min64(g.pw, Wp), inside = max64(0, min64(g.W, Wp - g.pw));
-        for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t hr = 0; hr < srows; ++hr) {
-            T* dst = slab + (c * srows + hr) * Wp;
-            const int64_t ih = oh0 + hr - g.ph;
-            int64_t e = 0;
-            if (ih >= 0 && ih < g.H) {
-              const T* src = xg + ((n * g.C + c) * g.H + ih) * g.W;
-              for (; e < left; ++e) dst[e] = T(0);
-              for (; e < left + inside; ++e) dst[e] = src[e - left];
-            }
-            for (; e < Wp; ++e) dst[e] = T(0);
-          }
-        for (int64_t e = 0; e < L; ++e) slab[Cg * srows * Wp + e] = T(0);
+        build_slabs(g, xg + n * g.C * g.H * g.W, Cg, oh0, srows, Wp, slab, phases * srows * Wp, srows * Wp);
+        for (int64_t e = 0; e < L; ++e) slab[Cg * phases * srows * Wp + e] = T(0);
         for (int64_t k = 0; k < Kg; ++k) {
           T* dst = gyw + k * q8;
           const T* src = gyg + (n * g.K + k) * OHW + oh0 * g.OW;
@@ -202,13 +192,14 @@ void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw
       // task's patch tiles pass over them.
       for (int64_t kt = 0; kt < ktiles; ++kt)
         for (int64_t jt = j0; jt < j1; ++jt) {
-          // The KJ patch rows of this tile as (channel, offset in the slab); rows past the
-          // last repeat it and are dropped.
-          int64_t chan[KJ], shift[KJ];
+          // The KJ patch rows of this tile as (channel, tap); rows past the last repeat it and
+          // are dropped.
+          int64_t chan[KJ], tap_r[KJ], tap_s[KJ];
           for (int j = 0; j < KJ; ++j) {
             const int64_t row = min64(jt * KJ + j, rows - 1), rs = row % (g.R * g.S);
             chan[j] = row / (g.R * g.S);
-            shift[j] = (rs / g.S) * g.dh * Wp + (rs % g.S) * g.dw;
+            tap_r[j] = rs / g.S;
+            tap_s[j] = rs % g.S;
           }
           V acc[KI * KJ];
           for (int i = 0; i < KI * KJ; ++i) acc[i] = V{};
@@ -224,7 +215,8 @@ void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw
             const T* a[KI];
             const T* b[KJ];
             for (int i = 0; i < KI; ++i) a[i] = kt * KI + i < Kg ? gyw + (kt * KI + i) * q8 : zeros;
-            for (int j = 0; j < KJ; ++j) b[j] = slab + chan[j] * srows * Wp + shift[j];
+            for (int j = 0; j < KJ; ++j)
+              b[j] = slab + chan[j] * phases * srows * Wp + tap_offset(g, Wp, srows * Wp, tap_r[j], tap_s[j]);
             dot_block<T>(iters, run, piece_max, a, b, acc);
           }
           for (int i = 0; i < KI; ++i)

@@ -22,7 +22,7 @@ struct PoolGeom {
 template <class T>
 struct KernelTable {
   void (*conv_forward)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
-  // Stride 1 only: a GEMM over wide output rows (conv_wide.cpp).
+  // A GEMM over wide output rows (conv_wide.cpp).
   void (*conv_forward_wide)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
   // Winograd F(2x2, 3x3); only for 3x3 kernels at stride 1, dilation 1.
   void (*conv_forward_winograd_f23)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
@@ -32,7 +32,7 @@ struct KernelTable {
   // Direct sub-pixel kernel for 1-3 grad_x channels per group.
   void (*conv_backward_data_narrow)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
-  // Stride 1 only: dot products over wide output rows (conv_wide_weight.cpp).
+  // Dot products over wide output rows (conv_wide_weight.cpp).
   void (*conv_backward_weight_wide)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   void (*max_pool_forward)(const PoolGeom&, const T* x, T* y, int64_t* indices, int threads);
   void (*max_pool_backward)(const PoolGeom&, const T* gy, const int64_t* indices, T* gx, int threads);

@@ -87,8 +87,9 @@ def test_explain_says_why_an_algorithm_declines():
     x = np.zeros((1, 8, 8, 8), np.float32)
     _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((8, 8, 3, 3), np.float32), None, 2, 1, 1, 1)
     reasons = dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], g))
-    assert reasons == {"winograd_f23": "stride is not 1", "implicit_gemm_wide": "stride 2x2 is not 1",
-                       "implicit_gemm": None}
+    assert reasons == {"winograd_f23": "stride is not 1", "implicit_gemm_wide": None, "implicit_gemm": None}
+    assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_backward_data"], g))["implicit_gemm_wide"] == \
+        "stride 2x2 is not 1"
     _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((8, 2, 3, 3), np.float32), None, 1, 1, 1, 4)
     assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], g))["winograd_f23"] == \
         "2 in / 2 out channels per group (winograd_f23 wants 8 or more)"
@@ -102,9 +103,10 @@ def test_forced_algorithm_that_declines_falls_through(rng):
     wt = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
     with cpp_algorithms.force("winograd_f23"):
         _, _, _, _, _, g, _ = P.conv_params(x, wt, None, 2, 0, 1, 1)
-        assert cpp.algorithm_for("conv_forward", g, np.float32).name == "implicit_gemm"
         np.testing.assert_allclose(fastconv.conv2d(x, wt, stride=2, backend="cpp"),
                                    ref(fastconv.conv2d, x, wt, stride=2), rtol=1e-5, atol=1e-5)
+        # (tuned by the call above)
+        assert cpp.algorithm_for("conv_forward", g, np.float32).name in ("implicit_gemm_wide", "implicit_gemm")
 
 
 def _python(code, **env):
@@ -326,3 +328,39 @@ def test_forced_gemm_col2im(case, dtype, rng):
     assert_within(yt, ref(fastconv.conv_transpose2d, gy, wt, bt, **tkw),
                   ref(fastconv.conv_transpose2d, np.abs(gy), np.abs(wt), np.abs(bt), **tkw), terms + 1, dtype,
                   what="gemm_col2im conv_transpose2d")
+
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups)
+STRIDED_WIDE_EDGES = [
+    (2, 3, 16, 15, 5, 4, 4, 2, 1, 1, 1),  # DCGAN's discriminator layers
+    (1, 4, 13, 11, 6, 3, 3, (2, 3), (1, 2), 1, 2),  # unequal strides, groups
+    (2, 5, 9, 12, 4, 1, 1, 2, 0, 1, 1),  # 1x1 stride 2: one phase of four is read
+    (1, 2, 17, 19, 3, 3, 2, 3, (0, 1), (2, 4), 1),  # dilation next to stride
+    (3, 2, 8, 8, 4, 7, 7, 2, 3, 1, 1),  # ResNet's stem
+]
+
+
+@pytest.mark.parametrize("case", STRIDED_WIDE_EDGES, ids=[str(i) for i in range(len(STRIDED_WIDE_EDGES))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forced_wide_algorithms_at_stride(case, dtype, rng):
+    """implicit_gemm_wide forward and dot_wide backward-weight over stride-phase slabs."""
+    n, c, h, w, k, r, s, stride, padding, dilation, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    _, _, _, _, _, g, _ = P.conv_params(x, wt, b, stride, padding, dilation, groups)
+    gy = rng.standard_normal(g.y_shape).astype(dtype)
+    with cpp_algorithms.force("implicit_gemm_wide"):
+        assert cpp.algorithm_for("conv_forward", g, dtype).name == "implicit_gemm_wide"
+        y = fastconv.conv2d(x, wt, b, backend="cpp", **kw)
+    with cpp_algorithms.force("dot_wide"):
+        want_name = "dot_wide" if k // groups >= 3 and (c // groups) * r * s >= 4 else "implicit_gemm"
+        assert cpp.algorithm_for("conv_backward_weight", g, dtype).name == want_name
+        gw = fastconv.conv2d_backward(gy, x, wt, b, backend="cpp", needs=(False, True, False), **kw)[1]
+    ax, aw, ab = absolute(x, wt, b)
+    assert_within(y, ref(fastconv.conv2d, x, wt, b, **kw), ref(fastconv.conv2d, ax, aw, ab, **kw),
+                  (c // groups) * r * s, dtype, what="implicit_gemm_wide forward at stride")
+    assert_within(gw, ref(fastconv.conv2d_backward, gy, x, wt, b, **kw)[1],
+                  ref(fastconv.conv2d_backward, np.abs(gy), ax, aw, ab, **kw)[1],
+                  n * g.out_h * g.out_w, dtype, what="dot_wide backward-weight at stride")

@@ -75,10 +75,9 @@ def _wide_backward_data_accepts(g):
 
 
 def _dot_wide_accepts(g):
-    why = _stride_one(g)
-    if why is None and (g.K // g.groups < 3 or (g.C // g.groups) * g.R * g.S < 4):
+    if g.K // g.groups < 3 or (g.C // g.groups) * g.R * g.S < 4:
         return "fewer than 3 output channels or 4 patch rows per group (dot_wide's 3x4 blocks would be mostly empty)"
-    return why
+    return None
 
 
 def _narrow_accepts(g):
@@ -107,7 +106,7 @@ def make_tables(C, geom):
     forward = [
         Algorithm("winograd_f23", _winograd_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_f23(geom(g), x, w, b, y, t)),
-        Algorithm("implicit_gemm_wide", _stride_one,
+        Algorithm("implicit_gemm_wide", _always,
                   lambda x, w, b, y, g, t: C.conv_forward_wide(geom(g), x, w, b, y, t)),
         Algorithm("implicit_gemm", _always,
                   lambda x, w, b, y, g, t: C.conv_forward(geom(g), x, w, b, y, t)),

@@ -1,0 +1,72 @@
+// The "wide rows" layout of conv_wide.cpp (forward) and conv_wide_weight.cpp (backward-weight).
+//
+// Input rows and columns are split by stride phase: slab (c, a, b) holds
+// x[c][hr*sh + a - ph][wc*sw + b - pw] for hr < srows, wc < Wp, and zero outside x. Tap (r, s)
+// of output pixel (oh, ow) then reads slab (c, r*dh % sh, s*dw % sw) at row oh + r*dh / sh,
+// column ow + s*dw / sw: at every stride, a stride-1 read. With the slab's rows laid out one
+// after another, columns q = i*Wp + ow (output row i of a block, ow < Wp) read tap (c, r, s) at
+// one contiguous run from tap_offset; the columns with ow >= OW are computed and dropped,
+// Wp - OW = (S-1)*dw / sw of every Wp. At stride 1 there is one phase: the zero-bordered input.
+// Compiled per ISA with the kernels.
+#pragma once
+#include <cstdint>
+
+#include "gather.h"
+#include "geometry.h"
+
+namespace fastconv {
+namespace FC_ISA {
+
+struct WideLayout {
+  int64_t Wp;      // slab width
+  int64_t halo;    // slab rows beyond a block's output rows
+  int64_t phases;  // sh * sw slabs per channel
+};
+
+static inline WideLayout wide_layout(const ConvGeom& g) {
+  return {g.OW + (g.S - 1) * g.dw / g.sw, (g.R - 1) * g.dh / g.sh, g.sh * g.sw};
+}
+
+// Where tap (r, s) starts within a channel's slabs, phase slabs `phase_stride` elements apart.
+static inline int64_t tap_offset(const ConvGeom& g, int64_t Wp, int64_t phase_stride, int64_t r, int64_t s) {
+  const int64_t a = r * g.dh % g.sh, b = s * g.dw % g.sw;
+  return (a * g.sw + b) * phase_stride + (r * g.dh / g.sh) * Wp + s * g.dw / g.sw;
+}
+
+// One image's slabs for output rows oh0 .. oh0 + srows - 1 (plus halo): channel c, phase p at
+// dst + c * channel_stride + p * phase_stride, rows Wp apart. x points at the image's first
+// channel of the group.
+template <class T>
+static void build_slabs(const ConvGeom& g, const T* x, int64_t channels, int64_t oh0, int64_t srows, int64_t Wp,
+                        T* dst, int64_t channel_stride, int64_t phase_stride) {
+  for (int64_t a = 0; a < g.sh; ++a)
+    for (int64_t b = 0; b < g.sw; ++b) {
+      // A phase no tap reads (a 1x1 kernel at stride 2 reads one of four) is left unwritten.
+      bool read_h = false, read_w = false;
+      for (int64_t r = 0; r < g.R; ++r) read_h |= r * g.dh % g.sh == a;
+      for (int64_t s = 0; s < g.S; ++s) read_w |= s * g.dw % g.sw == b;
+      if (!read_h || !read_w) continue;
+      // The slab columns whose input column wc*sw + b - pw lies in [0, W).
+      const int64_t lo = min64(Wp, g.pw > b ? ceil_div(g.pw - b, g.sw) : 0);
+      const int64_t hi = max64(lo, min64(Wp, g.W + g.pw - b > 0 ? ceil_div(g.W + g.pw - b, g.sw) : 0));
+      for (int64_t c = 0; c < channels; ++c)
+        for (int64_t hr = 0; hr < srows; ++hr) {
+          T* d = dst + c * channel_stride + (a * g.sw + b) * phase_stride + hr * Wp;
+          const int64_t ih = (oh0 + hr) * g.sh + a - g.ph;
+          int64_t e = 0;
+          if (ih >= 0 && ih < g.H) {
+            const T* row = x + (c * g.H + ih) * g.W;
+            const int64_t shift = b - g.pw;  // slab column wc is input column wc * sw + shift
+            for (; e < lo; ++e) d[e] = T(0);
+            if (g.sw == 1)
+              for (; e < hi; ++e) d[e] = row[e + shift];
+            else
+              for (; e < hi; ++e) d[e] = row[e * g.sw + shift];
+          }
+          for (; e < Wp; ++e) d[e] = T(0);
+        }
+    }
+}
+
+}  // namespace FC_ISA
+}  // namespace fastconv

@@ -10,11 +10,13 @@
 // that zero into NaN, so an x that is not all finite goes to implicit_gemm's kernel instead.
 //
 // Work: pieces (image, block of output rows) are split into up to 8 chunks, each summed into
-// its own partial grad_w (at most kMaxPartials elements in all), and patch tiles into groups
-// while there are fewer than 8 tasks. A task (group, chunk, patch-tile group) builds its
-// pieces' slabs and gyw window by window in its own scratch -- the thread that builds the data
-// is the one that reads it -- and the partials are added in chunk order at the end. The order
-// of every sum is fixed by the shape: results do not depend on the thread count.
+// its own partial grad_w (at most kMaxPartials elements in all); patch tiles and grad_out
+// tiles into groups while there are fewer than 8 tasks or a task's share of a piece is large.
+// A task (group, chunk, patch-tile group, grad_out-tile group) builds the slabs of its channels
+// and the gyw rows of its grad_out rows, window by window, in its own scratch -- the thread
+// that builds the data is the one that reads it -- and the partials are added in chunk order at
+// the end. The order of every sum is fixed by the shape: results do not depend on the thread
+// count.
 #include <cstring>
 
 #include "gather.h"
@@ -30,6 +32,7 @@ namespace {
 
 constexpr int64_t kMaxPieceColumns = 1024;
 constexpr int64_t kWindowBytes = 512 << 10;  // pieces built and summed over at a time, per task
+constexpr int64_t kPieceBytes = 64 << 10;    // a task's share of one piece, at most, where it can split
 constexpr int64_t kMaxPartials = 1 << 20;     // elements of per-chunk partial grad_w
 // grad_out rows x patch rows per block: 12 accumulators + 3 grad_out vectors + 1 patch
 // vector = the 16 ymm registers; 7 loads per 12 FMAs. (A 6 x 2 block re-read one operand on
@@ -133,50 +136,73 @@ void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw
   const int64_t nblocks = ceil_div(g.OH, block), pieces = g.N * nblocks;
   // Sizes for a full block; the last block of an image is shorter.
   const int64_t q8_max = round_up((block - 1) * Wp + g.OW, L);
-  // Rounded to whole vectors so that every gyw row starts 32-byte aligned.
-  const int64_t slab_max = round_up(Cg * phases * (block + halo) * Wp + L, L), piece_max = slab_max + Kg * q8_max;
-  const int64_t per_window = max64(1, kWindowBytes / (int64_t(sizeof(T)) * piece_max));
   const int64_t wgt = Kg * rows;  // one group's grad_w
 
   // Pieces are split into chunks, each summed into its own partial grad_w, and the partials
   // are added in chunk order: 8 chunks where there are pieces enough, as many as the partials'
-  // bound allows. Each chunk is walked in windows of pieces (built, then summed over).
+  // bound allows.
   int64_t nchunks = min64(pieces, 8);
   nchunks = max64(1, min64(nchunks, kMaxPartials / wgt));
   const int64_t per_chunk = ceil_div(pieces, nchunks);
   nchunks = ceil_div(pieces, per_chunk);
-  // Patch tiles split into groups while there are fewer than 8 tasks.
+
+  // Patch tiles and grad_out tiles are split into groups while there are fewer than 8 tasks,
+  // or while the share of a piece one task reads (its channels' slabs, its rows of gyw) is
+  // over kPieceBytes: a task walks its chunk in windows of pieces that fit in L2, and the
+  // reduction per window is as long as the window has pieces.
   const int64_t ktiles = ceil_div(Kg, KI), jtiles = ceil_div(rows, KJ);
-  const int64_t jgroups = min64(jtiles, ceil_div(8, g.groups * nchunks)), jper = ceil_div(jtiles, jgroups);
+  int64_t jgroups = 1, kgroups = 1;
+  auto slab_part = [&] { return (ceil_div(Cg, jgroups) + 1) * phases * (block + halo) * Wp; };
+  auto gyw_part = [&] { return ceil_div(ktiles, kgroups) * KI * q8_max; };
+  for (;;) {
+    const bool few = g.groups * nchunks * jgroups * kgroups < 8;
+    const bool big = int64_t(sizeof(T)) * (slab_part() + gyw_part()) > kPieceBytes;
+    const bool can_j = jgroups * 2 <= jtiles, can_k = kgroups * 2 <= ktiles;
+    if ((!few && !big) || (!can_j && !can_k)) break;
+    if (can_j && (!can_k || slab_part() >= gyw_part())) jgroups *= 2;
+    else kgroups *= 2;
+  }
+  const int64_t jper = ceil_div(jtiles, jgroups), kper = ceil_div(ktiles, kgroups);
+  jgroups = ceil_div(jtiles, jper);
+  kgroups = ceil_div(ktiles, kper);
 
   T* shared = static_cast<T*>(thread_workspace(sizeof(T) * (q8_max + g.groups * nchunks * wgt), kSlotShared));
   T* zeros = shared;  // a grad_out row for the k past Kg in the last tile
   T* partials = nchunks == 1 ? gw : shared + q8_max;
   std::memset(zeros, 0, sizeof(T) * q8_max);
 
-  parallel_tasks(g.groups * nchunks * jgroups, threads, [&](int64_t task) {
-    const int64_t gi = task / (nchunks * jgroups), chunk = (task / jgroups) % nchunks, jg = task % jgroups;
-    const int64_t j0 = jg * jper, j1 = min64(j0 + jper, jtiles);
-    const T* xg = x + gi * Cg * g.H * g.W;
-    const T* gyg = gy + gi * Kg * OHW;
+  const int64_t per_gi = nchunks * jgroups * kgroups;
+  parallel_tasks(g.groups * per_gi, threads, [&](int64_t task) {
+    const int64_t gi = task / per_gi, chunk = (task / (jgroups * kgroups)) % nchunks;
+    const int64_t jg = (task / kgroups) % jgroups, kg = task % kgroups;
+    const int64_t j0 = jg * jper, j1 = min64(j0 + jper, jtiles), k0 = kg * kper, k1 = min64(k0 + kper, ktiles);
+    // This task's channels (those of patch rows j0*KJ ..) and grad_out rows.
+    const int64_t ch0 = j0 * KJ / (g.R * g.S), ch1 = (min64(j1 * KJ, rows) - 1) / (g.R * g.S) + 1, nch = ch1 - ch0;
+    const int64_t kr0 = k0 * KI, nk = min64(k1 * KI, Kg) - kr0;
+    // Rounded to whole vectors so that every gyw row starts 32-byte aligned.
+    const int64_t slab_size = round_up(nch * phases * (block + halo) * Wp + L, L);
+    const int64_t piece_size = slab_size + nk * q8_max;
+    const int64_t per_window = max64(1, kWindowBytes / (int64_t(sizeof(T)) * piece_size));
+    const T* xg = x + (gi * Cg + ch0) * g.H * g.W;
+    const T* gyg = gy + (gi * Kg + kr0) * OHW;
     T* part = partials + (nchunks == 1 ? gi * wgt : (gi * nchunks + chunk) * wgt);
-    T* buf = static_cast<T*>(thread_workspace(sizeof(T) * per_window * piece_max, kSlotTile));
+    T* buf = static_cast<T*>(thread_workspace(sizeof(T) * per_window * piece_size, kSlotTile));
     const int64_t c0 = chunk * per_chunk, c1 = min64(c0 + per_chunk, pieces);
 
     for (int64_t p0 = c0; p0 < c1; p0 += per_window) {
       const int64_t np = min64(per_window, c1 - p0);
-      // Build the window: each piece's zero-bordered slab (with L elements of slack read past
-      // its last row) and gyw (grad_out rows Wp wide, zeros in the dropped columns and up to
+      // Build the window: each piece's zero-bordered slabs (with L elements of slack read past
+      // the last row) and gyw (grad_out rows Wp wide, zeros in the dropped columns and up to
       // a whole vector).
       for (int64_t pi = 0; pi < np; ++pi) {
         const int64_t piece = p0 + pi, n = piece / nblocks, oh0 = (piece % nblocks) * block;
         const int64_t nrows = min64(block, g.OH - oh0), srows = nrows + halo, q = (nrows - 1) * Wp + g.OW;
         const int64_t q8 = round_up(q, L);
-        T* slab = buf + pi * piece_max;
-        T* gyw = slab + slab_max;
-        build_slabs(g, xg + n * g.C * g.H * g.W, Cg, oh0, srows, Wp, slab, phases * srows * Wp, srows * Wp);
-        for (int64_t e = 0; e < L; ++e) slab[Cg * phases * srows * Wp + e] = T(0);
-        for (int64_t k = 0; k < Kg; ++k) {
+        T* slab = buf + pi * piece_size;
+        T* gyw = slab + slab_size;
+        build_slabs(g, xg + n * g.C * g.H * g.W, nch, oh0, srows, Wp, slab, phases * srows * Wp, srows * Wp);
+        for (int64_t e = 0; e < L; ++e) slab[nch * phases * srows * Wp + e] = T(0);
+        for (int64_t k = 0; k < nk; ++k) {
           T* dst = gyw + k * q8;
           const T* src = gyg + (n * g.K + k) * OHW + oh0 * g.OW;
           for (int64_t i = 0; i < nrows; ++i) {
@@ -190,14 +216,14 @@ void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw
 
       // k tiles outside: a k tile's grad_out rows over the window stay in L1/L2 while the
       // task's patch tiles pass over them.
-      for (int64_t kt = 0; kt < ktiles; ++kt)
+      for (int64_t kt = k0; kt < k1; ++kt)
         for (int64_t jt = j0; jt < j1; ++jt) {
           // The KJ patch rows of this tile as (channel, tap); rows past the last repeat it and
           // are dropped.
           int64_t chan[KJ], tap_r[KJ], tap_s[KJ];
           for (int j = 0; j < KJ; ++j) {
             const int64_t row = min64(jt * KJ + j, rows - 1), rs = row % (g.R * g.S);
-            chan[j] = row / (g.R * g.S);
+            chan[j] = row / (g.R * g.S) - ch0;
             tap_r[j] = rs / g.S;
             tap_s[j] = rs % g.S;
           }
@@ -210,14 +236,14 @@ void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw
             const int64_t nrows = min64(block, g.OH - oh0), srows = nrows + halo;
             const int64_t iters = round_up((nrows - 1) * Wp + g.OW, L) / L, q8 = iters * int64_t(L);
             run = nblocks == 1 && kt * KI + KI <= Kg ? np - pi : 1;
-            const T* slab = buf + pi * piece_max;
-            const T* gyw = slab + slab_max;
+            const T* slab = buf + pi * piece_size;
+            const T* gyw = slab + slab_size;
             const T* a[KI];
             const T* b[KJ];
-            for (int i = 0; i < KI; ++i) a[i] = kt * KI + i < Kg ? gyw + (kt * KI + i) * q8 : zeros;
+            for (int i = 0; i < KI; ++i) a[i] = kt * KI + i < Kg ? gyw + (kt * KI + i - kr0) * q8 : zeros;
             for (int j = 0; j < KJ; ++j)
               b[j] = slab + chan[j] * phases * srows * Wp + tap_offset(g, Wp, srows * Wp, tap_r[j], tap_s[j]);
-            dot_block<T>(iters, run, piece_max, a, b, acc);
+            dot_block<T>(iters, run, piece_size, a, b, acc);
           }
           for (int i = 0; i < KI; ++i)
             for (int j = 0; j < KJ; ++j) {

@@ -84,7 +84,7 @@ void conv_forward_wide(const ConvGeom& g, const T* x, const T* w, const T* bias,
       for (int64_t r = 0; r < g.R; ++r)
         for (int64_t s = 0; s < g.S; ++s)
           patch_rows[(c * g.R + r) * g.S + s] = slab + c * channel_stride + tap_offset(g, Wp, phase_stride, r, s);
-    T* result = static_cast<T*>(thread_workspace(sizeof(T) * (Kg * ldb + 256 * NR), kSlotTile2));
+    T* result = static_cast<T*>(thread_workspace(sizeof(T) * (Kg * ldb + kMaxKC * NR), kSlotTile2));
     gemm_packed_rows<T>(Kg, Q, rows, packed_w + gi * per_group, patch_rows, result, ldb, result + Kg * ldb);
 
     for (int64_t k = 0; k < Kg; ++k) {

@@ -77,6 +77,16 @@ static inline void microkernel(int64_t kd, const T* __restrict a_panel, const T*
   }
 }
 
+// The reduction block: kd cut into equal blocks of at most 320 (a 3x3 conv over 32 channels,
+// 288, is one block; 576 is two of 288, not 256 + 256 + 64, whose last short block pays the C
+// tile's load and store for few FMAs). A B micro-panel of 320 x 16 floats is 20 KiB, in L1.
+constexpr int64_t kMaxKC = 320;
+static inline int64_t kc_block(int64_t kd) {
+  if (kd <= kMaxKC) return kd > 0 ? kd : 1;
+  const int64_t blocks = (kd + 255) / 256;
+  return (kd + blocks - 1) / blocks;
+}
+
 // Elements of the packed copy of an m x kd matrix.
 template <class T, int MR = MicroTile<T>::MR>
 static inline int64_t packed_a_size(int64_t m, int64_t kd) {
@@ -105,7 +115,7 @@ template <class T, int MR = MicroTile<T>::MR, int NV = 2>
 static void gemm_packed(int64_t m, int64_t n, int64_t kd, const T* a_packed, const T* B, int64_t ldb, T* C,
                         int64_t ldc, bool accumulate) {
   constexpr int64_t NW = NV * Vec<T>::kLanes;
-  constexpr int64_t KC = 256;
+  const int64_t KC = kc_block(kd);
   if (kd == 0) {
     if (!accumulate)
       for (int64_t i = 0; i < m; ++i) std::memset(C + i * ldc, 0, sizeof(T) * n);
@@ -127,12 +137,13 @@ static void gemm_packed(int64_t m, int64_t n, int64_t kd, const T* a_packed, con
 
 // C[m x n] = A[m x kd] * B[kd x n] with A packed by pack_a and row p of B read at rows[p]
 // (n elements each): B is packed here one KC x NR micro-panel at a time into `panel`
-// (KC * NR elements of scratch), right before the MR-row panels of A pass over it, so the
+// (kMaxKC * NR elements of scratch), right before the MR-row panels of A pass over it, so the
 // copy lands in L1 where the micro-kernel reads it (BLIS packs B the same way).
 template <class T>
 static void gemm_packed_rows(int64_t m, int64_t n, int64_t kd, const T* a_packed, const T* const* rows, T* C,
                              int64_t ldc, T* panel) {
-  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR, KC = 256;
+  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;
+  const int64_t KC = kc_block(kd);
   for (int64_t k0 = 0; k0 < kd; k0 += KC) {
     const int64_t kc = kd - k0 < KC ? kd - k0 : KC;
     for (int64_t j = 0; j < n; j += NR) {

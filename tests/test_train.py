@@ -120,3 +120,18 @@ def test_module_entry_point(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "deconv epoch 1/1" in proc.stderr  # the tqdm bar
     assert json.loads((tmp_path / "s.json").read_text())["net"] == "deconv"
+
+
+def test_learning_rate_schedules():
+    from fastconv.commands.train import DEFAULT_LR_SCHEDULE, lr_factor
+
+    assert [lr_factor("linear", s, 4) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert [lr_factor("constant", s, 4) for s in range(4)] == [1.0] * 4
+    assert DEFAULT_LR_SCHEDULE["mnist"] == "linear" and set(DEFAULT_LR_SCHEDULE) == set(models.NAMES)
+
+
+def test_lr_schedule_is_reported_and_can_be_chosen(runs, tmp_path):
+    _, results = runs
+    assert results["mnist"][1]["lr_schedule"] == "linear" and results["denoise"][1]["lr_schedule"] == "constant"
+    _, summary = train(tmp_path, "mnist", "--lr-schedule", "constant")
+    assert summary["lr_schedule"] == "constant"

@@ -32,7 +32,8 @@ namespace {
 
 constexpr int64_t kMaxPieceColumns = 1024;
 constexpr int64_t kWindowBytes = 512 << 10;  // pieces built and summed over at a time, per task
-constexpr int64_t kPieceBytes = 64 << 10;    // a task's share of one piece, at most, where it can split
+constexpr int64_t kPieceBytes = 64 << 10;
+constexpr int64_t kMinIterations = 256;    // a task's share of one piece, at most, where it can split
 constexpr int64_t kMaxPartials = 1 << 20;     // elements of per-chunk partial grad_w
 // grad_out rows x patch rows per block: 12 accumulators + 3 grad_out vectors + 1 patch
 // vector = the 16 ymm registers; 7 loads per 12 FMAs. (A 6 x 2 block re-read one operand on
@@ -139,9 +140,11 @@ void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw
   const int64_t wgt = Kg * rows;  // one group's grad_w
 
   // Pieces are split into chunks, each summed into its own partial grad_w, and the partials
-  // are added in chunk order: 8 chunks where there are pieces enough, as many as the partials'
-  // bound allows.
-  int64_t nchunks = min64(pieces, 8);
+  // are added in chunk order: up to 8 chunks, as many as the partials' bound allows.
+  // A chunk gets at least kMinIterations vector steps of reduction (a few small images), so
+  // small batches are split over tiles instead of into chunks too short to sum over.
+  const int64_t pieces_per_chunk = ceil_div(kMinIterations, q8_max / L);
+  int64_t nchunks = max64(1, min64(pieces / pieces_per_chunk, 8));
   nchunks = max64(1, min64(nchunks, kMaxPartials / wgt));
   const int64_t per_chunk = ceil_div(pieces, nchunks);
   nchunks = ceil_div(pieces, per_chunk);

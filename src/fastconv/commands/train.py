@@ -27,9 +27,10 @@ DEFAULT_EPOCHS = {"mnist": 5, "denoise": 1, "deconv": 1, "inpaint": 1, "dcgan": 
 # steps (masked PSNR at equal images, batch 16 vs 64: +1.2 dB; one epoch at 8 vs 16: +0.16 dB)
 DEFAULT_BATCH = {"mnist": 64, "denoise": 64, "deconv": 64, "inpaint": 8, "dcgan": 64}
 # The learning rate over the run: "constant", or "linear" from the base rate down to zero at the
-# last step (the classifier's final weights then come from small steps, about +0.2 % test
-# accuracy after one epoch here).
-DEFAULT_LR_SCHEDULE = {"mnist": "linear", "denoise": "constant", "deconv": "constant", "inpaint": "constant",
+# last step, so the final weights come from small steps. Measured at seed 0, one epoch:
+# mnist (with lr 2e-3) 98.80 % test accuracy against 98.41 % constant at 1e-3; inpaint masked
+# PSNR +6.13 dB against +5.99 dB.
+DEFAULT_LR_SCHEDULE = {"mnist": "linear", "denoise": "constant", "deconv": "constant", "inpaint": "linear",
                        "dcgan": "constant"}
 WARMUP_STEPS = 10
 NOISE_SIGMA = 0.5  # denoise: x + N(0, 0.5^2), clipped to [0, 1] (the Keras denoising-autoencoder setting)

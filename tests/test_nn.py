@@ -183,6 +183,29 @@ def test_adam_matches_torch():
                    lambda p: torch.optim.Adam(p, lr=2e-4, betas=(0.5, 0.999)))
 
 
+def test_adam_with_missing_gradients_and_replaced_arrays_matches_torch(rng):
+    """Adam updates its parameters as one flat buffer; a parameter without a gradient is
+    skipped (as torch skips it) and one whose array was replaced is still updated."""
+    shapes = [(4, 3), (5,), (2, 2, 2)]
+    ours = [Tensor(rng.standard_normal(s), requires_grad=True) for s in shapes]
+    theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in ours]
+    opt, topt = optim.Adam(ours, lr=1e-2), torch.optim.Adam(theirs, lr=1e-2)
+    for step in range(6):
+        opt.zero_grad()
+        topt.zero_grad()
+        for i, (p, tp) in enumerate(zip(ours, theirs)):
+            if step % 3 == 1 and i == 1:
+                continue  # no gradient this step
+            g = rng.standard_normal(p.data.shape)
+            p.grad, tp.grad = g.copy(), torch.tensor(g)
+        if step == 3:
+            ours[2].data = ours[2].data.copy()  # e.g. load_state_dict assigning new arrays
+        opt.step()
+        topt.step()
+        for p, tp in zip(ours, theirs):
+            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
 def test_optimiser_skips_parameters_without_gradient():
     p = Tensor(np.ones(3), requires_grad=True)
     optim.Adam([p]).step()

@@ -164,8 +164,14 @@ def explain(candidates, g):
 def choose(primitive, candidates, g, dtype, isa, timer_args):
     """The algorithm for this problem (see the module docstring). timer_args() returns the
     argument tuples to time a candidate with (outputs are scratch)."""
-    accepting = [a for a in candidates if a.accepts(g) is None]
     name = forced_name()
+    memo_key = (primitive, dtype, isa, g)  # a frozen dataclass: hashable
+    if name is None:  # the common case, a problem seen before: one dictionary lookup
+        with _memo_lock:
+            hit = _memo.get(memo_key)
+        if hit is not None:
+            return hit
+    accepting = [a for a in candidates if a.accepts(g) is None]
     if name is not None:
         for a in accepting:
             if a.name == name:
@@ -174,18 +180,15 @@ def choose(primitive, candidates, g, dtype, isa, timer_args):
         return accepting[0]
     # The candidates are part of the key: a choice made before an algorithm existed is retuned.
     key = {"primitive": primitive, "dtype": np.dtype(dtype).name, "isa": isa,
-           "geometry": g.values(), "candidates": [a.name for a in accepting]}
-    memo_key = repr(key)
-    with _memo_lock:
-        if memo_key in _memo:
-            return _by_name(accepting, _memo[memo_key])
+           "geometry": list(g.values()), "candidates": [a.name for a in accepting]}
     stored = cache.get("cpp-algo", key, threads=0)
     if not (isinstance(stored, dict) and _by_name(accepting, stored.get("algorithm"))):
         stored = {"algorithm": _time_candidates(accepting, timer_args), "tuned_at_threads": _threads()}
         cache.put("cpp-algo", key, stored, threads=0)
+    chosen = _by_name(accepting, stored["algorithm"])
     with _memo_lock:
-        _memo[memo_key] = stored["algorithm"]
-    return _by_name(accepting, stored["algorithm"])
+        _memo[memo_key] = chosen
+    return chosen
 
 
 def _by_name(candidates, name):

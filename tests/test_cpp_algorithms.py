@@ -364,3 +364,30 @@ def test_forced_wide_algorithms_at_stride(case, dtype, rng):
     assert_within(gw, ref(fastconv.conv2d_backward, gy, x, wt, b, **kw)[1],
                   ref(fastconv.conv2d_backward, np.abs(gy), ax, aw, ab, **kw)[1],
                   n * g.out_h * g.out_w, dtype, what="dot_wide backward-weight at stride")
+
+
+ALL_ALGORITHMS = [(prim, a.name) for prim, algos in (cpp.ALGORITHMS.items() if fastconv.backends()["cpp"] is None
+                                                      else []) for a in algos]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("primitive,name", ALL_ALGORITHMS, ids=[f"{p}-{n}" for p, n in ALL_ALGORITHMS])
+def test_every_algorithm_gives_the_same_bits_at_any_thread_count(primitive, name, stride, rng):
+    """Large enough to run multi-threaded (above cpp's serial threshold), forced algorithm."""
+    x = rng.standard_normal((4, 16, 21, 20)).astype(np.float32)
+    wt = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    _, _, _, _, _, g, _ = P.conv_params(x, wt, None, stride, 1, 1, 1)
+    gy = rng.standard_normal(g.y_shape).astype(np.float32)
+    algo = next(a for a in cpp.ALGORITHMS[primitive] if a.name == name)
+    if algo.accepts(g) is not None:
+        pytest.skip(algo.accepts(g))
+    args, shape = {"conv_forward": ((x, wt, None), g.y_shape), "conv_backward_data": ((gy, wt, None), g.x_shape),
+                   "conv_backward_weight": ((gy, x), g.w_shape)}[primitive]
+    results = []
+    for threads in (1, 2, 3):
+        out = np.full(shape, np.nan, np.float32)
+        algo.run(*args, out, g, threads)
+        results.append(out)
+    assert np.isfinite(results[0]).all()
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])

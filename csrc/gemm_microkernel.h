@@ -165,6 +165,36 @@ static void gemm_packed_rows(int64_t m, int64_t n, int64_t kd, const T* a_packed
   }
 }
 
+// Like gemm_packed_rows, but B's n columns are runs of its rows: segment s puts the elements
+// from rows[p] + seg_src[s] on at panel column seg_dst[s] of its panel, whose segments are
+// seg_first[jp] .. seg_first[jp + 1] - 1, in column order. Each segment is copied as a whole
+// NR-wide row, its tail overwritten by the next segment (or by the next row, or left in
+// columns past n, which are not stored): so `panel` needs NR elements of slack past
+// kMaxKC * NR, and NR elements past any segment's start must be readable.
+template <class T>
+static void gemm_packed_segments(int64_t m, int64_t n, int64_t kd, const T* a_packed, const T* const* rows,
+                                 const int32_t* seg_first, const int32_t* seg_dst, const int64_t* seg_src, T* C,
+                                 int64_t ldc, T* panel) {
+  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;
+  const int64_t KC = kc_block(kd);
+  for (int64_t k0 = 0; k0 < kd; k0 += KC) {
+    const int64_t kc = kd - k0 < KC ? kd - k0 : KC;
+    for (int64_t j = 0; j < n; j += NR) {
+      const int nv = static_cast<int>(n - j < NR ? n - j : NR);
+      const int32_t s0 = seg_first[j / NR], s1 = seg_first[j / NR + 1];
+      for (int64_t p = 0; p < kc; ++p) {
+        const T* base = rows[k0 + p];
+        T* d = panel + p * NR;
+        for (int32_t s = s0; s < s1; ++s) std::memcpy(d + seg_dst[s], base + seg_src[s], sizeof(T) * NR);
+      }
+      for (int64_t i = 0; i < m; i += MR) {
+        const int mv = static_cast<int>(m - i < MR ? m - i : MR);
+        microkernel<T, MR, 2>(kc, a_packed + i * kd + k0 * MR, panel, NR, C + i * ldc + j, ldc, mv, nv, k0 > 0);
+      }
+    }
+  }
+}
+
 // Slack (elements) a B operand needs past its last row for any gemm_packed variant.
 template <class T>
 constexpr int64_t kBSlack = 12 * Vec<T>::kLanes;

@@ -32,8 +32,8 @@ namespace {
 
 constexpr int64_t kMaxPieceColumns = 1024;
 constexpr int64_t kWindowBytes = 512 << 10;  // pieces built and summed over at a time, per task
-constexpr int64_t kPieceBytes = 64 << 10;
-constexpr int64_t kMinIterations = 256;    // a task's share of one piece, at most, where it can split
+constexpr int64_t kWindowIterations = 64;    // vector steps of reduction per window, at least, where it can split
+constexpr int64_t kMinIterations = 256;      // vector steps of reduction per chunk, at least
 constexpr int64_t kMaxPartials = 1 << 20;     // elements of per-chunk partial grad_w
 // grad_out rows x patch rows per block: 12 accumulators + 3 grad_out vectors + 1 patch
 // vector = the 16 ymm registers; 7 loads per 12 FMAs. (A 6 x 2 block re-read one operand on
@@ -150,16 +150,20 @@ void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw
   nchunks = ceil_div(pieces, per_chunk);
 
   // Patch tiles and grad_out tiles are split into groups while there are fewer than 8 tasks,
-  // or while the share of a piece one task reads (its channels' slabs, its rows of gyw) is
-  // over kPieceBytes: a task walks its chunk in windows of pieces that fit in L2, and the
-  // reduction per window is as long as the window has pieces.
+  // or while a window (the pieces of a task's share -- its channels' slabs, its rows of gyw --
+  // that fit in L2 together) holds fewer than kWindowIterations vector steps of reduction: the
+  // per-tile cost of starting and reducing the sums is paid once per window.
   const int64_t ktiles = ceil_div(Kg, KI), jtiles = ceil_div(rows, KJ);
   int64_t jgroups = 1, kgroups = 1;
   auto slab_part = [&] { return (ceil_div(Cg, jgroups) + 1) * phases * (block + halo) * Wp; };
   auto gyw_part = [&] { return ceil_div(ktiles, kgroups) * KI * q8_max; };
+  const int64_t iters_per_piece = q8_max / L;
   for (;;) {
     const bool few = g.groups * nchunks * jgroups * kgroups < 8;
-    const bool big = int64_t(sizeof(T)) * (slab_part() + gyw_part()) > kPieceBytes;
+    // Windows too short to sum over: split, so that more pieces fit in one (each split means
+    // building the slabs or gyw once more per piece, so only where the sums are short).
+    const int64_t window = max64(1, kWindowBytes / (int64_t(sizeof(T)) * (slab_part() + gyw_part())));
+    const bool big = window * iters_per_piece < kWindowIterations;
     const bool can_j = jgroups * 2 <= jtiles, can_k = kgroups * 2 <= ktiles;
     if ((!few && !big) || (!can_j && !can_k)) break;
     if (can_j && (!can_k || slab_part() >= gyw_part())) jgroups *= 2;

@@ -50,6 +50,20 @@ void bind_dtype(py::module_& m) {
     py::gil_scoped_release release;
     kernels(T()).conv_forward_wide(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
   });
+  m.def("conv_forward_depthwise", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w,
+                                     std::optional<Arr<T>> bias, Arr<T> y, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    if (!(g.groups == g.C && g.groups == g.K)) throw py::value_error("depthwise_direct needs groups == C == K");
+    py::gil_scoped_release release;
+    kernels(T()).conv_forward_depthwise(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
+  });
+  m.def("conv_backward_weight_depthwise", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x, Arr<T> gw,
+                                             int threads) {
+    const ConvGeom g = conv_geom(geom);
+    if (!(g.groups == g.C && g.groups == g.K)) throw py::value_error("depthwise_direct needs groups == C == K");
+    py::gil_scoped_release release;
+    kernels(T()).conv_backward_weight_depthwise(g, gy.data(), x.data(), gw.mutable_data(), threads);
+  });
   m.def("conv_forward_winograd_f23", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w,
                                         std::optional<Arr<T>> bias, Arr<T> y, int threads) {
     const ConvGeom g = conv_geom(geom);

@@ -10,6 +10,8 @@ static KernelTable<T> make_table() {
   t.conv_forward = conv_forward<T>;
   t.conv_forward_wide = conv_forward_wide<T>;
   t.conv_forward_winograd_f23 = conv_forward_winograd_f23<T>;
+  t.conv_forward_depthwise = conv_forward_depthwise<T>;
+  t.conv_backward_weight_depthwise = conv_backward_weight_depthwise<T>;
   t.conv_backward_data = conv_backward_data<T>;
   t.conv_backward_data_col2im = conv_backward_data_col2im<T>;
   t.conv_backward_data_narrow = conv_backward_data_narrow<T>;

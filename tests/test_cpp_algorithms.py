@@ -391,3 +391,61 @@ def test_every_algorithm_gives_the_same_bits_at_any_thread_count(primitive, name
     assert np.isfinite(results[0]).all()
     for other in results[1:]:
         np.testing.assert_array_equal(other, results[0])
+
+
+# (N, C, H, W, R, S, stride, padding, dilation) of depthwise convs (groups = C = K)
+DEPTHWISE_EDGES = [
+    (2, 5, 9, 8, 3, 3, 1, 1, 1),
+    (3, 4, 12, 11, 3, 3, 2, 1, 1),  # MobileNet's stride-2 layer
+    (1, 3, 10, 13, 5, 3, (1, 2), (2, 0), (1, 2)),
+    (2, 2, 4, 4, 1, 1, 1, 0, 1),
+    (1, 6, 7, 7, 7, 7, 1, 3, 1),  # the kernel as large as the plane
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_EDGES, ids=[str(i) for i in range(len(DEPTHWISE_EDGES))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forced_depthwise_direct(case, dtype, rng):
+    n, c, h, w, r, s, stride, padding, dilation = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((c, 1, r, s)).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    _, _, _, _, _, g, _ = P.conv_params(x, wt, b, stride, padding, dilation, c)
+    gy = rng.standard_normal(g.y_shape).astype(dtype)
+    with cpp_algorithms.force("depthwise_direct"):
+        assert cpp.algorithm_for("conv_forward", g, dtype).name == "depthwise_direct"
+        assert cpp.algorithm_for("conv_backward_weight", g, dtype).name == "depthwise_direct"
+        y = fastconv.conv2d(x, wt, b, backend="cpp", **kw)
+        gx, gw, _ = fastconv.conv2d_backward(gy, x, wt, b, backend="cpp", **kw)
+    ax, aw, ab = absolute(x, wt, b)
+    rx = ref(fastconv.conv2d_backward, gy, x, wt, b, **kw)
+    mx = ref(fastconv.conv2d_backward, np.abs(gy), ax, aw, ab, **kw)
+    assert_within(y, ref(fastconv.conv2d, x, wt, b, **kw), ref(fastconv.conv2d, ax, aw, ab, **kw), r * s + 1, dtype,
+                  what="depthwise_direct forward")
+    assert_within(gx, rx[0], mx[0], r * s, dtype, what="depthwise backward-data")
+    assert_within(gw, rx[1], mx[1], n * g.out_h * g.out_w, dtype, what="depthwise_direct backward-weight")
+
+
+def test_depthwise_direct_threads_and_infinities(rng):
+    x = rng.standard_normal((4, 64, 30, 30)).astype(np.float32)
+    wt = rng.standard_normal((64, 1, 3, 3)).astype(np.float32)
+    _, _, _, _, _, g, _ = P.conv_params(x, wt, None, 1, 1, 1, 64)
+    gy = rng.standard_normal(g.y_shape).astype(np.float32)
+    for primitive, args, shape in (("conv_forward", (x, wt, None), g.y_shape),
+                                   ("conv_backward_data", (gy, wt, None), g.x_shape),
+                                   ("conv_backward_weight", (gy, x), g.w_shape)):
+        algo = next(a for a in cpp.ALGORITHMS[primitive] if a.name == "depthwise_direct")
+        outs = []
+        for threads in (1, 2, 3):
+            out = np.empty(shape, np.float32)
+            algo.run(*args, out, g, threads)
+            outs.append(out)
+        for other in outs[1:]:
+            np.testing.assert_array_equal(other, outs[0])
+    x[1, 5, 0, 0] = np.inf  # reaches tap (1, 1) of channel 5 only (padding 1): the rest stays finite
+    with cpp_algorithms.force("depthwise_direct"):
+        gw = fastconv.conv2d_backward(np.abs(gy), x, wt, None, padding=1, groups=64, backend="cpp",
+                                      needs=(False, True, False))[1]
+    want = ref(fastconv.conv2d_backward, np.abs(gy), x, wt, None, padding=1, groups=64)[1]
+    np.testing.assert_array_equal(np.isfinite(gw), np.isfinite(want))

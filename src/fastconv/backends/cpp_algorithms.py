@@ -80,6 +80,16 @@ def _dot_wide_accepts(g):
     return None
 
 
+def _depthwise_accepts(g):
+    if not (g.groups == g.C == g.K):
+        return f"not depthwise (groups {g.groups}, {g.C} in / {g.K} out channels)"
+    return None
+
+
+def _depthwise_backward_data_accepts(g):
+    return _depthwise_accepts(g) or _wide_backward_data_accepts(g)
+
+
 def _narrow_accepts(g):
     cg = g.C // g.groups
     return None if cg <= 3 else f"{cg} grad_x channels per group (direct_narrow takes 1-3)"
@@ -104,6 +114,8 @@ def _backward_data_as_forward(g):
 def make_tables(C, geom):
     """The candidate lists, given the extension module and the geometry packer."""
     forward = [
+        Algorithm("depthwise_direct", _depthwise_accepts,
+                  lambda x, w, b, y, g, t: C.conv_forward_depthwise(geom(g), x, w, b, y, t)),
         Algorithm("winograd_f23", _winograd_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_f23(geom(g), x, w, b, y, t)),
         Algorithm("implicit_gemm_wide", _always,
@@ -114,6 +126,9 @@ def make_tables(C, geom):
     backward_data = [
         Algorithm("winograd_f23", _winograd_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_winograd_f23(
+                      geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
+        Algorithm("depthwise_direct", _depthwise_backward_data_accepts,
+                  lambda gy, w, b, gx, g, t: C.conv_forward_depthwise(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
         Algorithm("implicit_gemm_wide", _wide_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_wide(
@@ -126,6 +141,8 @@ def make_tables(C, geom):
                   lambda gy, w, b, gx, g, t: C.conv_backward_data(geom(g), gy, w, b, gx, t)),
     ]
     backward_weight = [
+        Algorithm("depthwise_direct", _depthwise_accepts,
+                  lambda gy, x, gw, g, t: C.conv_backward_weight_depthwise(geom(g), gy, x, gw, t)),
         Algorithm("dot_wide", _dot_wide_accepts,
                   lambda gy, x, gw, g, t: C.conv_backward_weight_wide(geom(g), gy, x, gw, t)),
         Algorithm("implicit_gemm", _always,

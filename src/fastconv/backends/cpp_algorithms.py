@@ -224,6 +224,9 @@ def _threads():
 def _time_candidates(accepting, timer_args):
     """The name of the fastest candidate: best of three runs each after a warm-up run."""
     args = timer_args()
+    if args is None:
+        raise ValueError(f"{len(accepting)} algorithms accept this problem and none is tuned yet: "
+                         f"timing them needs the call's arguments")
     best_name, best_time = accepting[0].name, float("inf")
     for a in accepting:
         a.run(*args)

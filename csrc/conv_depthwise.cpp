@@ -47,19 +47,8 @@ void conv_forward_depthwise(const ConvGeom& g, const T* x, const T* w, const T* 
 }
 
 template <class T>
-static bool finite_all(const T* x, int64_t n) {
-  T acc = 0;  // x - x: 0 for finite x, NaN otherwise; four sums so the loop vectorises
-  T part[4] = {0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int u = 0; u < 4; ++u) part[u] += x[i + u] - x[i + u];
-  for (; i < n; ++i) acc += x[i] - x[i];
-  return acc + part[0] + part[1] + part[2] + part[3] == T(0);
-}
-
-template <class T>
 void conv_backward_weight_depthwise(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
-  if (!finite_all(x, g.N * g.C * g.H * g.W)) return conv_backward_weight<T>(g, gy, x, gw, threads);
+  if (!all_finite(x, g.N * g.C * g.H * g.W)) return conv_backward_weight<T>(g, gy, x, gw, threads);
   const WideLayout lay = wide_layout(g);
   const int64_t Wp = lay.Wp, srows = g.OH + lay.halo, phase_stride = srows * Wp, RS = g.R * g.S;
   const int64_t Q = g.OH > 0 ? (g.OH - 1) * Wp + g.OW : 0, OHW = g.OH * g.OW;

@@ -46,28 +46,6 @@ struct Lanes {
   static constexpr int L = 32 / sizeof(T);
 };
 
-template <class T>
-bool all_finite(const T* x, int64_t n) {
-  // x - x is 0 for finite x and NaN for inf or NaN; NaN survives the sums. Vectors of
-  // independent sums, as the compiler may not reorder one floating-point sum.
-  typedef typename Lanes<T>::V V;
-  constexpr int L = Lanes<T>::L;
-  V acc[4] = {};
-  int64_t i = 0;
-  for (; i + 4 * L <= n; i += 4 * L)
-#pragma GCC unroll 4
-    for (int u = 0; u < 4; ++u) {
-      V v;
-      std::memcpy(&v, x + i + u * L, sizeof(V));
-      acc[u] += v - v;
-    }
-  T rest = 0;
-  for (; i < n; ++i) rest += x[i] - x[i];
-  for (int u = 0; u < 4; ++u)
-    for (int l = 0; l < L; ++l) rest += acc[u][l];
-  return rest == T(0);
-}
-
 // acc[i*KJ + j] += a[i][q] * b[j][q] lane-wise over `iters` vectors of q, for `reps` pieces
 // laid out `stride` elements apart (a and b of the next piece are `stride` further on): the
 // register tile, kept in registers across pieces.

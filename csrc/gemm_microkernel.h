@@ -135,42 +135,14 @@ static void gemm_packed(int64_t m, int64_t n, int64_t kd, const T* a_packed, con
   }
 }
 
-// C[m x n] = A[m x kd] * B[kd x n] with A packed by pack_a and row p of B read at rows[p]
-// (n elements each): B is packed here one KC x NR micro-panel at a time into `panel`
-// (kMaxKC * NR elements of scratch), right before the MR-row panels of A pass over it, so the
-// copy lands in L1 where the micro-kernel reads it (BLIS packs B the same way).
-template <class T>
-static void gemm_packed_rows(int64_t m, int64_t n, int64_t kd, const T* a_packed, const T* const* rows, T* C,
-                             int64_t ldc, T* panel) {
-  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;
-  const int64_t KC = kc_block(kd);
-  for (int64_t k0 = 0; k0 < kd; k0 += KC) {
-    const int64_t kc = kd - k0 < KC ? kd - k0 : KC;
-    for (int64_t j = 0; j < n; j += NR) {
-      const int nv = static_cast<int>(n - j < NR ? n - j : NR);
-      if (nv == NR) {
-        for (int64_t p = 0; p < kc; ++p) std::memcpy(panel + p * NR, rows[k0 + p] + j, sizeof(T) * NR);
-      } else {
-        for (int64_t p = 0; p < kc; ++p) {
-          int e = 0;
-          for (; e < nv; ++e) panel[p * NR + e] = rows[k0 + p][j + e];
-          for (; e < NR; ++e) panel[p * NR + e] = T(0);
-        }
-      }
-      for (int64_t i = 0; i < m; i += MR) {
-        const int mv = static_cast<int>(m - i < MR ? m - i : MR);
-        microkernel<T, MR, 2>(kc, a_packed + i * kd + k0 * MR, panel, NR, C + i * ldc + j, ldc, mv, nv, k0 > 0);
-      }
-    }
-  }
-}
-
-// Like gemm_packed_rows, but B's n columns are runs of its rows: segment s puts the elements
-// from rows[p] + seg_src[s] on at panel column seg_dst[s] of its panel, whose segments are
-// seg_first[jp] .. seg_first[jp + 1] - 1, in column order. Each segment is copied as a whole
-// NR-wide row, its tail overwritten by the next segment (or by the next row, or left in
-// columns past n, which are not stored): so `panel` needs NR elements of slack past
-// kMaxKC * NR, and NR elements past any segment's start must be readable.
+// C[m x n] = A[m x kd] * B[kd x n] with A packed by pack_a and B's row p made of runs of
+// rows[p]: B is packed one KC x NR micro-panel at a time into `panel`, right before the MR-row
+// panels of A pass over it, so the copy lands in L1 where the micro-kernel reads it (BLIS packs
+// B the same way). Segment s puts the elements from rows[p] + seg_src[s] on at panel column
+// seg_dst[s] of its panel, whose segments are seg_first[jp] .. seg_first[jp + 1] - 1, in column
+// order. Each segment is copied as a whole NR-wide row, its tail overwritten by the next
+// segment (or by the next row, or left in columns past n, which are not stored): so `panel`
+// needs (kMaxKC + 1) * NR elements, and NR elements past any segment's start must be readable.
 template <class T>
 static void gemm_packed_segments(int64_t m, int64_t n, int64_t kd, const T* a_packed, const T* const* rows,
                                  const int32_t* seg_first, const int32_t* seg_dst, const int64_t* seg_src, T* C,

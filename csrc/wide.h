@@ -10,6 +10,7 @@
 // Compiled per ISA with the kernels.
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #include "gather.h"
 #include "geometry.h"
@@ -66,6 +67,30 @@ static void build_slabs(const ConvGeom& g, const T* x, int64_t channels, int64_t
           for (; e < Wp; ++e) d[e] = T(0);
         }
     }
+}
+
+// Whether x holds no inf or NaN. The wide backward-weight kernels multiply zeros of grad_out by
+// values of x in the dropped columns; an inf there would make NaN where the true sum has none,
+// so they hand such an x to implicit_gemm. (x - x is 0 for finite x and NaN otherwise, and a NaN
+// survives the sums; vectors of independent sums, as the compiler may not reorder one sum.)
+template <class T>
+static bool all_finite(const T* x, int64_t n) {
+  typedef T V __attribute__((vector_size(32)));
+  constexpr int L = 32 / sizeof(T);
+  V acc[4] = {};
+  int64_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L)
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u) {
+      V v;
+      std::memcpy(&v, x + i + u * L, sizeof(V));
+      acc[u] += v - v;
+    }
+  T rest = 0;
+  for (; i < n; ++i) rest += x[i] - x[i];
+  for (int u = 0; u < 4; ++u)
+    for (int l = 0; l < L; ++l) rest += acc[u][l];
+  return rest == T(0);
 }
 
 }  // namespace FC_ISA

@@ -9,9 +9,9 @@
 // version of this kernel computed the "wide" columns between output rows and dropped them,
 // 15-25 % of the work on MNIST-sized planes.
 //
-// Tasks: (group, images, block of output rows), about kMaxColumns output pixels each; each
-// output element comes from one task with a fixed summation order, so results do not depend
-// on the thread count. Scratch per task is bounded by the block and one group's channels.
+// Tasks: (group, images, block of output rows, block of output channels), about kMaxColumns
+// output pixels each; each output element comes from one task with a fixed summation order, so
+// results do not depend on the thread count. Scratch per task: the block and one group's channels.
 #include <cstring>
 
 #include "gather.h"
@@ -36,26 +36,30 @@ void conv_forward_wide(const ConvGeom& g, const T* x, const T* w, const T* bias,
   const int64_t Wp = lay.Wp, halo = lay.halo, phases = lay.phases;
   const int64_t srows_image = g.OH + halo;  // slab rows of a whole image (per phase)
 
-  // A task covers images [n0, n0 + ni) and output rows [oh0, oh0 + nrows) of each: about
-  // kMaxColumns output pixels (small images stacked, large ones cut into blocks of rows), and
-  // 8 tasks or more where the problem allows.
-  int64_t per_task = 1, block = g.OH;
-  if (g.OH * g.OW <= kMaxColumns) {
-    per_task = max64(1, min64(g.N, kMaxColumns / max64(1, g.OH * g.OW)));
-    while (g.groups * ceil_div(g.N, per_task) < 8 && per_task > 1) per_task = ceil_div(per_task, 2);
-  } else {
-    block = max64(1, min64(g.OH, kMaxColumns / g.OW));
-    while (g.groups * g.N * ceil_div(g.OH, block) < 8 && block > 1) block = ceil_div(block, 2);
-  }
-  const int64_t image_tasks = ceil_div(g.N, per_task), nblocks = ceil_div(g.OH, block);
+  // A task covers images [n0, n0 + ni), output rows [oh0, oh0 + nrows) of each and output
+  // channels [k0, k0 + kblock): about kMaxColumns output pixels (small images stacked, large
+  // ones cut into blocks of rows). While there are fewer than 8 tasks the channels are split
+  // first (down to 8 register panels: the GEMM stays long, only the slab is built again),
+  // then the pixels (ResNet's 7x7 layer at batch 8: one task per image left 49-column GEMMs).
+  constexpr int64_t MR = MicroTile<T>::MR;
+  int64_t per_task = 1, block = g.OH, kblock = round_up(Kg, MR);
+  if (g.OH * g.OW <= kMaxColumns) per_task = max64(1, min64(g.N, kMaxColumns / max64(1, g.OH * g.OW)));
+  else block = max64(1, min64(g.OH, kMaxColumns / g.OW));
+  auto tasks = [&] { return g.groups * ceil_div(g.N, per_task) * ceil_div(g.OH, block) * ceil_div(Kg, kblock); };
+  while (tasks() < 8 && kblock > 8 * MR) kblock = round_up(kblock / 2, MR);
+  while (tasks() < 8 && per_task > 1) per_task = ceil_div(per_task, 2);
+  while (tasks() < 8 && block > 1) block = ceil_div(block, 2);
+  const int64_t image_tasks = ceil_div(g.N, per_task), nblocks = ceil_div(g.OH, block), kblocks = ceil_div(Kg, kblock);
 
   const int64_t per_group = packed_a_size<T>(Kg, rows);
   T* packed_w = static_cast<T*>(thread_workspace(sizeof(T) * per_group * g.groups, kSlotShared));
   for (int64_t gi = 0; gi < g.groups; ++gi) pack_a<T>(Kg, rows, w + gi * Kg * rows, rows, 1, packed_w + gi * per_group);
 
-  parallel_tasks(g.groups * image_tasks * nblocks, threads, [&](int64_t task) {
-    const int64_t gi = task / (image_tasks * nblocks), it = (task / nblocks) % image_tasks;
-    const int64_t n0 = it * per_task, ni = min64(per_task, g.N - n0), oh0 = (task % nblocks) * block;
+  parallel_tasks(g.groups * image_tasks * nblocks * kblocks, threads, [&](int64_t task) {
+    const int64_t kb = task % kblocks, rest = task / kblocks;
+    const int64_t gi = rest / (image_tasks * nblocks), it = (rest / nblocks) % image_tasks;
+    const int64_t n0 = it * per_task, ni = min64(per_task, g.N - n0), oh0 = (rest % nblocks) * block;
+    const int64_t k0 = kb * kblock, nk = min64(kblock, Kg - k0);
     const int64_t nrows = min64(block, g.OH - oh0), srows = nrows + halo;
     const int64_t plane = nrows * g.OW, columns = ni * plane, ldb = round_up(columns, NR);
 
@@ -95,15 +99,17 @@ void conv_forward_wide(const ConvGeom& g, const T* x, const T* w, const T* bias,
         for (int64_t s = 0; s < g.S; ++s)
           patch_rows[(c * g.R + r) * g.S + s] = slab + c * channel_stride + tap_offset(g, Wp, phase_stride, r, s);
 
-    T* result = static_cast<T*>(thread_workspace(sizeof(T) * (Kg * ldb + (kMaxKC + 1) * NR), kSlotTile2));
-    gemm_packed_segments<T>(Kg, columns, rows, packed_w + gi * per_group, patch_rows, seg_first, seg_dst, seg_src,
-                            result, ldb, result + Kg * ldb);
+    // Rows k0.. of the packed weights: k0 is a multiple of MR, so a whole panel boundary.
+    T* result = static_cast<T*>(thread_workspace(sizeof(T) * (nk * ldb + (kMaxKC + 1) * NR), kSlotTile2));
+    gemm_packed_segments<T>(nk, columns, rows, packed_w + gi * per_group + k0 * rows, patch_rows, seg_first, seg_dst,
+                            seg_src, result, ldb, result + nk * ldb);
 
-    for (int64_t k = 0; k < Kg; ++k) {
+    for (int64_t kk = 0; kk < nk; ++kk) {
+      const int64_t k = k0 + kk;
       const T b = bias ? bias[gi * Kg + k] : T(0);
       for (int64_t j = 0; j < ni; ++j) {
         T* out = y + (((n0 + j) * g.K + gi * Kg + k) * g.OH + oh0) * g.OW;
-        const T* src = result + k * ldb + j * plane;
+        const T* src = result + kk * ldb + j * plane;
         for (int64_t e = 0; e < plane; ++e) out[e] = src[e] + b;
       }
     }

@@ -202,6 +202,7 @@ WIDE_EDGES = [
     (1, 5, 4, 40, 8, 1, 5, 1, (0, 2), (1, 3)),  # long rows, a 1x5 kernel
     (3, 2, 3, 3, 2, 3, 3, 1, 0, 1),  # one output pixel per image
     (1, 1, 5, 5, 1, 5, 5, 1, 2, 1),  # one channel each way
+    (1, 8, 6, 5, 100, 3, 3, 2, 1, 1),  # few pixels, many channels: tasks split the output channels
 ]
 
 

@@ -339,6 +339,7 @@ STRIDED_WIDE_EDGES = [
     (2, 5, 9, 12, 4, 1, 1, 2, 0, 1, 1),  # 1x1 stride 2: one phase of four is read
     (1, 2, 17, 19, 3, 3, 2, 3, (0, 1), (2, 4), 1),  # dilation next to stride
     (3, 2, 8, 8, 4, 7, 7, 2, 3, 1, 1),  # ResNet's stem
+    (1, 2, 7, 67, 3, 3, 3, 2, (1, 2), 1, 1),  # long rows: the stride-2 phase split by vectors
 ]
 
 
@@ -402,6 +403,7 @@ DEPTHWISE_EDGES = [
     (1, 3, 10, 13, 5, 3, (1, 2), (2, 0), (1, 2)),
     (2, 2, 4, 4, 1, 1, 1, 0, 1),
     (1, 6, 7, 7, 7, 7, 1, 3, 1),  # the kernel as large as the plane
+    (2, 3, 6, 70, 3, 3, 2, 1, 1),  # long rows at stride 2
 ]
 
 

@@ -60,12 +60,7 @@ void conv_backward_weight_depthwise(const ConvGeom& g, const T* gy, const T* x, 
     for (int64_t t = 0; t < RS; ++t) total[t] = T(0);
     for (int64_t n = 0; n < g.N; ++n) {
       build_slabs(g, x + (n * g.C + c) * g.H * g.W, 1, 0, srows, Wp, slab, lay.phases * phase_stride, phase_stride);
-      const T* src = gy + (n * g.C + c) * OHW;
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
-        for (int64_t ow = 0; ow < g.OW; ++ow) gyw[oh * Wp + ow] = src[oh * g.OW + ow];
-        if (oh + 1 < g.OH)
-          for (int64_t ow = g.OW; ow < Wp; ++ow) gyw[oh * Wp + ow] = T(0);
-      }
+      lay_out_wide(gy + (n * g.C + c) * OHW, g.OH, g.OW, Wp, Q, gyw);
       for (int64_t r = 0; r < g.R; ++r)
         for (int64_t s = 0; s < g.S; ++s) {
           const T* b = slab + tap_offset(g, Wp, phase_stride, r, s);

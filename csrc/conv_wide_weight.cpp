@@ -40,20 +40,14 @@ constexpr int64_t kMaxPartials = 1 << 20;     // elements of per-chunk partial g
 // every FMA and was load-bound at ~45 GFLOP/s per core on MNIST's conv2; this runs at ~70.)
 constexpr int KI = 3, KJ = 4;
 
-template <class T>
-struct Lanes {
-  typedef T V __attribute__((vector_size(32)));
-  static constexpr int L = 32 / sizeof(T);
-};
-
 // acc[i*KJ + j] += a[i][q] * b[j][q] lane-wise over `iters` vectors of q, for `reps` pieces
 // laid out `stride` elements apart (a and b of the next piece are `stride` further on): the
 // register tile, kept in registers across pieces.
 template <class T>
 static inline void dot_block(int64_t iters, int64_t reps, int64_t stride, const T* const* a, const T* const* b,
-                             typename Lanes<T>::V* acc_io) {
-  typedef typename Lanes<T>::V V;
-  constexpr int L = Lanes<T>::L;
+                             typename Vec<T>::type* acc_io) {
+  typedef typename Vec<T>::type V;
+  constexpr int L = Vec<T>::kLanes;
   V acc[KI][KJ];
 #pragma GCC unroll 16
   for (int i = 0; i < KI; ++i)
@@ -90,9 +84,9 @@ static inline void dot_block(int64_t iters, int64_t reps, int64_t stride, const 
 }
 
 template <class T>
-inline T lane_sum(typename Lanes<T>::V v) {
+inline T lane_sum(typename Vec<T>::type v) {
   T s = 0;
-  for (int l = 0; l < Lanes<T>::L; ++l) s += v[l];
+  for (int l = 0; l < Vec<T>::kLanes; ++l) s += v[l];
   return s;
 }
 
@@ -100,8 +94,8 @@ inline T lane_sum(typename Lanes<T>::V v) {
 
 template <class T>
 void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
-  typedef typename Lanes<T>::V V;
-  constexpr int L = Lanes<T>::L;
+  typedef typename Vec<T>::type V;
+  constexpr int L = Vec<T>::kLanes;
   if (!all_finite(x, g.N * g.C * g.H * g.W)) return conv_backward_weight<T>(g, gy, x, gw, threads);
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, rows = Cg * g.R * g.S, OHW = g.OH * g.OW;
   if (g.N * OHW == 0) {  // an empty sum
@@ -187,16 +181,8 @@ void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw
         T* gyw = slab + slab_size;
         build_slabs(g, xg + n * g.C * g.H * g.W, nch, oh0, srows, Wp, slab, phases * srows * Wp, srows * Wp);
         for (int64_t e = 0; e < L; ++e) slab[nch * phases * srows * Wp + e] = T(0);
-        for (int64_t k = 0; k < nk; ++k) {
-          T* dst = gyw + k * q8;
-          const T* src = gyg + (n * g.K + k) * OHW + oh0 * g.OW;
-          for (int64_t i = 0; i < nrows; ++i) {
-            for (int64_t ow = 0; ow < g.OW; ++ow) dst[i * Wp + ow] = src[i * g.OW + ow];
-            if (i + 1 < nrows)
-              for (int64_t ow = g.OW; ow < Wp; ++ow) dst[i * Wp + ow] = T(0);
-          }
-          for (int64_t e = q; e < q8; ++e) dst[e] = T(0);
-        }
+        for (int64_t k = 0; k < nk; ++k)
+          lay_out_wide(gyg + (n * g.K + k) * OHW + oh0 * g.OW, nrows, g.OW, Wp, q8, gyw + k * q8);
       }
 
       // k tiles outside: a k tile's grad_out rows over the window stay in L1/L2 while the

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "gather.h"
+#include "gemm_microkernel.h"
 #include "geometry.h"
 
 namespace fastconv {
@@ -69,14 +70,26 @@ static void build_slabs(const ConvGeom& g, const T* x, int64_t channels, int64_t
     }
 }
 
+// grad_out rows laid out on the wide grid: dst[i*Wp + ow] = src[i*OW + ow] for nrows rows,
+// zeros in the dropped columns between them and from the last output up to dst[len - 1].
+template <class T>
+static void lay_out_wide(const T* src, int64_t nrows, int64_t OW, int64_t Wp, int64_t len, T* dst) {
+  for (int64_t i = 0; i < nrows; ++i) {
+    for (int64_t ow = 0; ow < OW; ++ow) dst[i * Wp + ow] = src[i * OW + ow];
+    if (i + 1 < nrows)
+      for (int64_t ow = OW; ow < Wp; ++ow) dst[i * Wp + ow] = T(0);
+  }
+  for (int64_t e = nrows > 0 ? (nrows - 1) * Wp + OW : 0; e < len; ++e) dst[e] = T(0);
+}
+
 // Whether x holds no inf or NaN. The wide backward-weight kernels multiply zeros of grad_out by
 // values of x in the dropped columns; an inf there would make NaN where the true sum has none,
 // so they hand such an x to implicit_gemm. (x - x is 0 for finite x and NaN otherwise, and a NaN
 // survives the sums; vectors of independent sums, as the compiler may not reorder one sum.)
 template <class T>
 static bool all_finite(const T* x, int64_t n) {
-  typedef T V __attribute__((vector_size(32)));
-  constexpr int L = 32 / sizeof(T);
+  typedef typename Vec<T>::type V;
+  constexpr int L = Vec<T>::kLanes;
   V acc[4] = {};
   int64_t i = 0;
   for (; i + 4 * L <= n; i += 4 * L)

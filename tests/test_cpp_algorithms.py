@@ -369,21 +369,39 @@ def test_forced_wide_algorithms_at_stride(case, dtype, rng):
                   n * g.out_h * g.out_w, dtype, what="dot_wide backward-weight at stride")
 
 
-ALL_ALGORITHMS = [(prim, a.name) for prim, algos in (cpp.ALGORITHMS.items() if fastconv.backends()["cpp"] is None
-                                                      else []) for a in algos]
+# (C, K, groups) on a 4 x C x 21 x 20 input with a 3x3 kernel, padding 1; the first one an
+# algorithm accepts is used. The algorithms are run directly at 1, 2 and 3 threads (cpp's own
+# serial threshold for small problems does not apply).
+THREAD_PROBLEMS = [(16, 24, 1), (16, 16, 16), (3, 96, 1)]  # general, depthwise, 3 grad_x channels
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("primitive,name", ALL_ALGORITHMS, ids=[f"{p}-{n}" for p, n in ALL_ALGORITHMS])
-def test_every_algorithm_gives_the_same_bits_at_any_thread_count(primitive, name, stride, rng):
-    """Large enough to run multi-threaded (above cpp's serial threshold), forced algorithm."""
-    x = rng.standard_normal((4, 16, 21, 20)).astype(np.float32)
-    wt = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
-    _, _, _, _, _, g, _ = P.conv_params(x, wt, None, stride, 1, 1, 1)
+def _thread_problem(name, primitive, stride):
+    for c, k, groups in THREAD_PROBLEMS:
+        g = P.conv_params(np.zeros((4, c, 21, 20), np.float32), np.zeros((k, c // groups, 3, 3), np.float32), None,
+                          stride, 1, 1, groups)[5]
+        algo = next(a for a in cpp.ALGORITHMS[primitive] if a.name == name)
+        if algo.accepts(g) is None:
+            return c, k, groups
+    return None
+
+
+# Every (primitive, algorithm, stride) that accepts one of THREAD_PROBLEMS; an algorithm that
+# accepts no strided problem (stride-1 only) is tested at stride 1.
+THREAD_CASES = [(prim, a.name, stride, problem) for prim, algos in
+                (cpp.ALGORITHMS.items() if fastconv.backends()["cpp"] is None else [])
+                for a in algos for stride in (1, 2)
+                for problem in [_thread_problem(a.name, prim, stride)] if problem is not None]
+
+
+@pytest.mark.parametrize("primitive,name,stride,problem", THREAD_CASES,
+                         ids=[f"{p}-{n}-stride{s}" for p, n, s, _ in THREAD_CASES])
+def test_every_algorithm_gives_the_same_bits_at_any_thread_count(primitive, name, stride, problem, rng):
+    c, k, groups = problem
+    x = rng.standard_normal((4, c, 21, 20)).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, 3, 3)).astype(np.float32)
+    _, _, _, _, _, g, _ = P.conv_params(x, wt, None, stride, 1, 1, groups)
     gy = rng.standard_normal(g.y_shape).astype(np.float32)
     algo = next(a for a in cpp.ALGORITHMS[primitive] if a.name == name)
-    if algo.accepts(g) is not None:
-        pytest.skip(algo.accepts(g))
     args, shape = {"conv_forward": ((x, wt, None), g.y_shape), "conv_backward_data": ((gy, wt, None), g.x_shape),
                    "conv_backward_weight": ((gy, x), g.w_shape)}[primitive]
     results = []

@@ -28,7 +28,7 @@ def isa():
 # Below these sizes waking a second thread costs more than it saves (a few microseconds on an
 # idle machine, a scheduler tick on a busy one); results do not depend on the thread count.
 _SERIAL_CONV_FLOPS = 4_000_000
-_SERIAL_POOL_ELEMENTS = 1 << 16
+_SERIAL_ELEMENTS = 1 << 16
 
 
 def _conv_threads(g):
@@ -36,7 +36,7 @@ def _conv_threads(g):
 
 
 def _pool_threads(g):
-    return 1 if g.N * g.C * g.H * g.W < _SERIAL_POOL_ELEMENTS else get_num_threads()
+    return 1 if g.N * g.C * g.H * g.W < _SERIAL_ELEMENTS else get_num_threads()
 
 
 def _geom(g):
@@ -67,7 +67,7 @@ def bias_grad(gy):
     if gy.dtype != np.float32:
         return gy.sum(axis=(0, 2, 3), dtype=np.float64).astype(gy.dtype)
     out = np.empty(gy.shape[1], np.float32)
-    _C.bias_grad_f32(gy, out, 1 if gy.size < _SERIAL_POOL_ELEMENTS else get_num_threads())
+    _C.bias_grad_f32(gy, out, 1 if gy.size < _SERIAL_ELEMENTS else get_num_threads())
     return out
 
 

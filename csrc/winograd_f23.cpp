@@ -1,30 +1,234 @@
-// Winograd F(2x2, 3x3) convolution forward for 3x3 kernels at stride 1, dilation 1
-// (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
+// Winograd F(2x2, 3x3) for 3x3 kernels at stride 1, dilation 1 (Lavin & Gray, "Fast
+// Algorithms for Convolutional Neural Networks", 2016): forward (and so backward-data, the
+// flipped-kernel forward) and backward-weight.
 //
-// Each 2x2 output tile needs 16 multiplies per (k, c) instead of 36: with U = G g G^T
-// (the 4x4 transformed kernel) and V = B^T d B (the transformed 4x4 input tile), the tile is
-// A^T [sum_c U[k,c] (.) V[c]] A. The sums over c are 16 independent GEMMs (one per position
-// xi of the 4x4 transform), run with the same packed micro-kernel as everything else.
-// Transforms have coefficients 0, +-1, +-1/2 only, so the error stays within a few units of
-// roundoff of the direct sum (the differential tests hold it to the same bound).
+// Forward: each 2x2 output tile needs 16 multiplies per (k, c) instead of 36. With U = G w G^T
+// (the 4x4 transformed kernel) and V = B^T d B (the transformed 4x4 input tile d), the tile is
+// A^T [sum_c U[k,c] (.) V[c]] A. The sums over c are 16 GEMMs, one per position xi of the 4x4
+// transform, run with the packed micro-kernel; tiles are the GEMMs' columns.
+// Backward-weight: differentiating that bilinear form, grad_w = G^T [sum_t Z_t (.) V_t] G with
+// Z_t = A gy_t A^T, the transformed 2x2 grad_out tile: 16 reductions over tiles, run as dot
+// products (dot_block.h), both operands contiguous along the tiles.
+//
+// The transforms run on vectors of tiles along a tile row. A channel's input rows are split
+// into even and odd columns first, so each of a tile's 16 inputs, for L tiles side by side, is
+// one contiguous load: d[i][0], d[i][2] from the even half (tw, tw + 1), d[i][1], d[i][3] from
+// the odd half. A tile row's last vector may run past the row; its extra lanes land on the next
+// row's tiles (overwritten when that row is done, in order) or on slack past the block, except
+// where the next row is another thread's.
+// Coefficients are 0, +-1, +-1/2 only: the error stays within a few roundoffs of the direct sum.
 //
 // The transforms subtract inputs, so an infinite input would give inf - inf = NaN where the
-// direct sum gives +-inf (PyTorch's answer): when any input or weight is not finite, the
-// result is recomputed with the implicit GEMM, which sums products as PyTorch does.
-//
-// Tasks: (group, block of tiles) over the flattened (image, tile_row, tile_col) space; each
-// output element is produced by one task in a fixed order (thread-count independent).
-#include <omp.h>
+// direct sum gives +-inf (PyTorch's answer): such inputs go to the implicit GEMM instead.
+// Every output element is produced by one task in an order fixed by the shape, and the
+// backward-weight sums over windows of tiles in window order: thread-count independent.
+#include <immintrin.h>
 
-#include <new>
+#include <cstdint>
+#include <cstring>
 
+#include "dot_block.h"
 #include "gather.h"
 #include "gemm_microkernel.h"
 #include "kernels.h"
+#include "tasks.h"
+#include "wide.h"
 #include "workspace.h"
 
 namespace fastconv {
 namespace FC_ISA {
+
+namespace {
+
+constexpr int64_t kBlockBytes = 1 << 20;     // forward: a task's transformed inputs and products
+constexpr int64_t kWindowBytes = 512 << 10;  // backward-weight: one xi's transformed tiles per window
+
+template <class T>
+constexpr int64_t kSkew = 64 / sizeof(T);  // elements in a cache line
+
+template <class T>
+using VecOf = typename Vec<T>::type;
+
+template <class T>
+inline VecOf<T> load(const T* p) {
+  VecOf<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <class T>
+inline void store(T* p, VecOf<T> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// The first n lanes of v (all of them when n >= L; none when n <= 0). A masked store: a
+// variable-length memcpy here was a libc call per tile row.
+inline void store_lanes(float* p, VecOf<float> v, int64_t n) {
+  if (n >= 8) return store(p, v);
+#ifdef __AVX2__
+  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  _mm256_maskstore_ps(p, mask, reinterpret_cast<__m256>(v));
+#else
+  for (int64_t e = 0; e < n; ++e) p[e] = v[e];
+#endif
+}
+inline void store_lanes(double* p, VecOf<double> v, int64_t n) {
+  if (n >= 4) return store(p, v);
+#ifdef __AVX2__
+  const __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  _mm256_maskstore_pd(p, mask, reinterpret_cast<__m256d>(v));
+#else
+  for (int64_t e = 0; e < n; ++e) p[e] = v[e];
+#endif
+}
+
+// The lanes of a and b interleaved: lo = a0 b0 a1 b1 ..., hi = the upper halves'.
+inline void interleave(VecOf<float> a, VecOf<float> b, VecOf<float>& lo, VecOf<float>& hi) {
+  lo = __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
+  hi = __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
+}
+inline void interleave(VecOf<double> a, VecOf<double> b, VecOf<double>& lo, VecOf<double>& hi) {
+  lo = __builtin_shufflevector(a, b, 0, 4, 1, 5);
+  hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+}
+
+// v[l] = row[base + l] where 0 <= base + l < W, else 0.
+inline void masked_row_load(const float* row, int64_t base, int64_t W, VecOf<float>& v) {
+#ifdef __AVX2__
+  const __m256i lane = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i inside = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), lane),
+                                             _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(W)), lane));
+  // The address of lane 0 may lie before the row; masked-off lanes are never touched.
+  v = reinterpret_cast<VecOf<float>>(_mm256_maskload_ps(reinterpret_cast<const float*>(
+      reinterpret_cast<std::uintptr_t>(row) + base * int64_t(sizeof(float))), inside));
+#else
+  for (int l = 0; l < 8; ++l) v[l] = base + l >= 0 && base + l < W ? row[base + l] : 0.0f;
+#endif
+}
+inline void masked_row_load(const double* row, int64_t base, int64_t W, VecOf<double>& v) {
+#ifdef __AVX2__
+  const __m256i lane = _mm256_add_epi64(_mm256_set1_epi64x(base), _mm256_setr_epi64x(0, 1, 2, 3));
+  const __m256i inside = _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), lane),
+                                             _mm256_cmpgt_epi64(_mm256_set1_epi64x(W), lane));
+  v = reinterpret_cast<VecOf<double>>(_mm256_maskload_pd(reinterpret_cast<const double*>(
+      reinterpret_cast<std::uintptr_t>(row) + base * int64_t(sizeof(double))), inside));
+#else
+  for (int l = 0; l < 4; ++l) v[l] = base + l >= 0 && base + l < W ? row[base + l] : 0.0;
+#endif
+}
+
+// The even / odd lanes of the 2L lanes a, b.
+inline VecOf<float> deinterleave_even(VecOf<float> a, VecOf<float> b) {
+  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+}
+inline VecOf<float> deinterleave_odd(VecOf<float> a, VecOf<float> b) {
+  return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+}
+inline VecOf<double> deinterleave_even(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 0, 2, 4, 6); }
+inline VecOf<double> deinterleave_odd(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 1, 3, 5, 7); }
+
+struct Tiling {
+  int64_t tiles_h, tiles_w;  // 2x2 output tiles per image
+  int64_t U;                 // width of a split row half: the vectors of a tile row read up to U
+};
+
+inline Tiling tiling(const ConvGeom& g, int64_t lanes) {
+  const int64_t tw = ceil_div(g.OW, 2);
+  return {ceil_div(g.OH, 2), tw, round_up(tw, lanes) + lanes};
+}
+
+// Rows ih0 .. ih0 + nrows - 1 of a plane split by column parity: out[2r*U + u] = x[ih][2u - pw],
+// out[(2r + 1)*U + u] = x[ih][2u + 1 - pw], zero outside the plane. U is a multiple of L.
+// With AVX2, two masked loads per L outputs (masked-off lanes read as zero and do not fault,
+// so the padding costs nothing) and a deinterleave.
+template <class T>
+void split_rows(const T* plane, int64_t H, int64_t W, int64_t pw, int64_t ih0, int64_t nrows, int64_t U, T* out) {
+  constexpr int L = Vec<T>::kLanes;
+  for (int64_t r = 0; r < nrows; ++r) {
+    T* even = out + 2 * r * U;
+    T* odd = even + U;
+    const int64_t ih = ih0 + r;
+    if (ih < 0 || ih >= H) {
+      std::memset(even, 0, sizeof(T) * 2 * U);
+      continue;
+    }
+    const T* row = plane + ih * W;
+    for (int64_t u = 0; u < U; u += L) {
+      const int64_t base = 2 * u - pw;  // input column of lane 0 of the first load
+      VecOf<T> a, b;
+      masked_row_load(row, base, W, a);
+      masked_row_load(row, base + L, W, b);
+      store(even + u, deinterleave_even(a, b));
+      store(odd + u, deinterleave_odd(a, b));
+    }
+  }
+}
+
+// V = B^T d B for the tiles of one tile row, L at a time; `split` holds its 4 input rows
+// (split_rows), V[xi] lands at v + xi * xi_stride + tw. B^T rows: (1,0,-1,0), (0,1,1,0),
+// (0,-1,1,0), (0,1,0,-1). The last vector's lanes past the row are stored too unless `exact`
+// (then the row's successor may belong to another thread).
+template <class T>
+void input_transform_row(const T* split, int64_t U, int64_t tiles_w, T* v, int64_t xi_stride, bool exact) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes;
+  for (int64_t tw = 0; tw < tiles_w; tw += L) {
+    V d[4][4];
+    for (int i = 0; i < 4; ++i) {
+      const T* even = split + 2 * i * U + tw;
+      const T* odd = even + U;
+      d[i][0] = load(even);
+      d[i][1] = load(odd);
+      d[i][2] = load(even + 1);
+      d[i][3] = load(odd + 1);
+    }
+    V r[4][4];  // B^T d
+    for (int j = 0; j < 4; ++j) {
+      r[0][j] = d[0][j] - d[2][j];
+      r[1][j] = d[1][j] + d[2][j];
+      r[2][j] = d[2][j] - d[1][j];
+      r[3][j] = d[1][j] - d[3][j];
+    }
+    const int64_t n = exact ? tiles_w - tw : L;
+    for (int i = 0; i < 4; ++i) {  // (B^T d) B
+      T* out = v + 4 * i * xi_stride + tw;
+      store_lanes(out, r[i][0] - r[i][2], n);
+      store_lanes(out + xi_stride, r[i][1] + r[i][2], n);
+      store_lanes(out + 2 * xi_stride, r[i][2] - r[i][1], n);
+      store_lanes(out + 3 * xi_stride, r[i][1] - r[i][3], n);
+    }
+  }
+}
+
+// U = G w G^T for every (k, c) of one group and one position xi, straight into pack_a's MR-row
+// panels. Rows of G: (1,0,0), (1/2,1/2,1/2), (1/2,-1/2,1/2), (0,0,1).
+template <class T>
+void weight_transform(const T* w, int64_t Kg, int64_t Cg, int xi, T* packed) {
+  constexpr int64_t MR = MicroTile<T>::MR;
+  auto gmul = [](int row, T v0, T v1, T v2) -> T {
+    switch (row) {
+      case 0: return v0;
+      case 1: return T(0.5) * (v0 + v1 + v2);
+      case 2: return T(0.5) * (v0 - v1 + v2);
+      default: return v2;
+    }
+  };
+  const int a = xi / 4, b = xi % 4;
+  for (int64_t k0 = 0; k0 < Kg; k0 += MR)
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t i = 0; i < MR; ++i) {
+        T u = T(0);
+        if (k0 + i < Kg) {
+          const T* f = w + ((k0 + i) * Cg + c) * 9;
+          T col[3];
+          for (int s = 0; s < 3; ++s) col[s] = gmul(a, f[s], f[3 + s], f[6 + s]);
+          u = gmul(b, col[0], col[1], col[2]);
+        }
+        packed[k0 * Cg + c * MR + i] = u;
+      }
+}
+
+}  // namespace
 
 template <class T>
 bool winograd_f23_accepts(const ConvGeom& g) {
@@ -33,137 +237,219 @@ bool winograd_f23_accepts(const ConvGeom& g) {
 
 template <class T>
 void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes;
   constexpr int64_t NR = MicroTile<T>::NR;
-  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, HW = g.H * g.W, P = g.OH * g.OW;
-  const int64_t tiles_h = ceil_div(g.OH, 2), tiles_w = ceil_div(g.OW, 2), per_image = tiles_h * tiles_w;
-  const int64_t tiles = g.N * per_image;
-  if (tiles == 0) return;
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, P = g.OH * g.OW;
+  const Tiling tl = tiling(g, L);
+  const int64_t tile_rows = g.N * tl.tiles_h;
+  if (tile_rows == 0 || tl.tiles_w == 0) return;
+  if (!all_finite(w, g.K * Cg * 9) || !all_finite(x, g.N * g.C * g.H * g.W))
+    return conv_forward<T>(g, x, w, bias, y, threads);
 
-  // U[group][xi] = (G g G^T)[xi] for all (k, c): a Kg x Cg matrix, packed into MR panels.
   const int64_t per_xi = packed_a_size<T>(Kg, Cg);
-  T* packed_u = static_cast<T*>(thread_workspace(sizeof(T) * (16 * per_xi * g.groups + Kg * Cg), kSlotShared));
-  T* u_plain = packed_u + 16 * per_xi * g.groups;  // scratch: one Kg x Cg matrix
-  int nonfinite = 0;
-  for (int64_t i = 0; i < g.K * Cg * 9; ++i)
-    if (!(w[i] - w[i] == T(0))) nonfinite = 1;
-  if (nonfinite) return conv_forward<T>(g, x, w, bias, y, threads);
-  for (int64_t gi = 0; gi < g.groups; ++gi) {
-    for (int xi = 0; xi < 16; ++xi) {
-      const int a = xi / 4, b = xi % 4;
-      for (int64_t k = 0; k < Kg; ++k)
-        for (int64_t c = 0; c < Cg; ++c) {
-          const T* f = w + ((gi * Kg + k) * Cg + c) * 9;
-          // Rows of G: (1,0,0), (1/2,1/2,1/2), (1/2,-1/2,1/2), (0,0,1).
-          auto gmul = [](int row, T v0, T v1, T v2) -> T {
-            switch (row) {
-              case 0: return v0;
-              case 1: return T(0.5) * (v0 + v1 + v2);
-              case 2: return T(0.5) * (v0 - v1 + v2);
-              default: return v2;
-            }
-          };
-          T col[3];
-          for (int s = 0; s < 3; ++s) col[s] = gmul(a, f[0 * 3 + s], f[1 * 3 + s], f[2 * 3 + s]);
-          u_plain[k * Cg + c] = gmul(b, col[0], col[1], col[2]);
-        }
-      pack_a<T>(Kg, Cg, u_plain, Cg, 1, packed_u + (gi * 16 + xi) * per_xi);
-    }
-  }
+  T* packed_u = static_cast<T*>(thread_workspace(sizeof(T) * 16 * per_xi * g.groups, kSlotShared));
+  parallel_tasks(g.groups * 16, threads, [&](int64_t task) {
+    const int64_t gi = task / 16;
+    weight_transform(w + gi * Kg * Cg * 9, Kg, Cg, static_cast<int>(task % 16), packed_u + task * per_xi);
+  });
 
-  // A block of tiles keeps its 16 transformed inputs (Cg rows) and 16 products (Kg rows)
-  // under ~1 MiB; blocks shrink until there are 8 tasks.
-  int64_t block = (1 << 20) / (16 * (Cg + Kg) * int64_t(sizeof(T)));
-  block = min64(max64(block / NR * NR, NR), 256);
-  block = min64(block, round_up(tiles, NR));
-  while (g.groups * ceil_div(tiles, block) < 8 && block > NR) block = max64(NR, round_up(block / 2, NR));
-  const int64_t nblocks = ceil_div(tiles, block);
+  // A task: a block of tile rows (crossing images) of one group, its transformed inputs and
+  // products under kBlockBytes; blocks shrink until there are 8 tasks.
+  const int64_t per_row = 16 * (Cg + Kg) * tl.tiles_w * int64_t(sizeof(T));
+  int64_t block = min64(max64(1, kBlockBytes / per_row), tile_rows);
+  while (g.groups * ceil_div(tile_rows, block) < 8 && block > 1) block = ceil_div(block, 2);
+  const int64_t nblocks = ceil_div(tile_rows, block);
 
-  int failed = 0;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (int64_t task = 0; task < g.groups * nblocks; ++task) {
-    try {
-      const int64_t gi = task / nblocks, t0 = (task % nblocks) * block, nt = min64(block, tiles - t0);
-      const int64_t ldb = round_up(nt, NR);
-      T* v = static_cast<T*>(thread_workspace(sizeof(T) * 16 * Cg * ldb, kSlotTile));
-      T* m = static_cast<T*>(thread_workspace(sizeof(T) * 16 * Kg * ldb, kSlotTile2));
-      bool finite = true;
+  parallel_tasks(g.groups * nblocks, threads, [&](int64_t task) {
+    const int64_t gi = task / nblocks, r0 = (task % nblocks) * block, r1 = min64(r0 + block, tile_rows);
+    const int64_t nt = (r1 - r0) * tl.tiles_w;
+    const int64_t ld = round_up(nt + L, NR);  // slack for the last row's extra lanes
+    // The 16 planes of V and M one cache line off a multiple of 4 KiB apart: at 4 KiB multiples
+    // the output transform's 16 loads all fell in one L1 set.
+    const int64_t vs = Cg * ld + kSkew<T>, ms = Kg * ld + kSkew<T>;
+    T* v = static_cast<T*>(thread_workspace(sizeof(T) * 16 * vs, kSlotTile));
+    T* m = static_cast<T*>(thread_workspace(sizeof(T) * 16 * ms, kSlotTile2));
+    T* split = static_cast<T*>(thread_workspace(sizeof(T) * (2 * block + 2) * 2 * tl.U, kSlotPackA));
 
-      // V[xi][c][t] = (B^T d B)[xi], B^T rows: (1,0,-1,0), (0,1,1,0), (0,-1,1,0), (0,1,0,-1).
-      for (int64_t c = 0; c < Cg; ++c) {
-        for (int64_t t = 0; t < ldb; ++t) {
-          T d[4][4];
-          if (t < nt) {
-            const int64_t tile = t0 + t, n = tile / per_image, th = (tile % per_image) / tiles_w, tw = tile % tiles_w;
-            const T* plane = x + (n * g.C + gi * Cg + c) * HW;
-            const int64_t h0 = 2 * th - g.ph, w0 = 2 * tw - g.pw;
-            for (int i = 0; i < 4; ++i)
-              for (int j = 0; j < 4; ++j) {
-                const int64_t ih = h0 + i, iw = w0 + j;
-                d[i][j] = (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) ? plane[ih * g.W + iw] : T(0);
-                finite &= (d[i][j] - d[i][j] == T(0));
-              }
-          } else {
-            for (int i = 0; i < 4; ++i)
-              for (int j = 0; j < 4; ++j) d[i][j] = T(0);
-          }
-          T r[4][4];  // B^T d
-          for (int j = 0; j < 4; ++j) {
-            r[0][j] = d[0][j] - d[2][j];
-            r[1][j] = d[1][j] + d[2][j];
-            r[2][j] = d[2][j] - d[1][j];
-            r[3][j] = d[1][j] - d[3][j];
-          }
-          for (int i = 0; i < 4; ++i) {  // (B^T d) B
-            T* out = v + (i * 4 * Cg + c) * ldb + t;
-            out[0 * Cg * ldb] = r[i][0] - r[i][2];
-            out[1 * Cg * ldb] = r[i][1] + r[i][2];
-            out[2 * Cg * ldb] = r[i][2] - r[i][1];
-            out[3 * Cg * ldb] = r[i][1] - r[i][3];
-          }
-        }
+    // V[xi][c][t]: per channel, per run of tile rows within one image, its input rows split once.
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t r = r0; r < r1;) {
+        const int64_t n = r / tl.tiles_h, th0 = r % tl.tiles_h, rows = min64(r1 - r, tl.tiles_h - th0);
+        split_rows(x + (n * g.C + gi * Cg + c) * g.H * g.W, g.H, g.W, g.pw, 2 * th0 - g.ph, 2 * rows + 2, tl.U,
+                   split);
+        for (int64_t i = 0; i < rows; ++i)
+          input_transform_row(split + 4 * i * tl.U, tl.U, tl.tiles_w, v + c * ld + (r - r0 + i) * tl.tiles_w,
+                              vs, false);
+        r += rows;
       }
-      if (!finite) {
-#pragma omp atomic write
-        nonfinite = 1;
-        continue;
-      }
-      for (int xi = 0; xi < 16; ++xi)
-        gemm_packed<T>(Kg, nt, Cg, packed_u + (gi * 16 + xi) * per_xi, v + xi * Cg * ldb, ldb, m + xi * Kg * ldb,
-                       ldb, false);
-      // Y = A^T M A, A^T rows: (1,1,1,0), (0,1,-1,-1); clipped at the bottom/right edges.
-      for (int64_t k = 0; k < Kg; ++k) {
-        const T b = bias ? bias[gi * Kg + k] : T(0);
-        for (int64_t t = 0; t < nt; ++t) {
-          T mm[4][4];
-          for (int xi = 0; xi < 16; ++xi) mm[xi / 4][xi % 4] = m[(xi * Kg + k) * ldb + t];
-          T q[2][4];
+    for (int xi = 0; xi < 16; ++xi)
+      gemm_packed<T>(Kg, nt, Cg, packed_u + (gi * 16 + xi) * per_xi, v + xi * vs, ld, m + xi * ms, ld,
+                     false);
+
+    // Y = A^T M A, A^T rows (1,1,1,0), (0,1,-1,-1), two output rows per tile row, clipped at
+    // the bottom and right edges.
+    for (int64_t k = 0; k < Kg; ++k) {
+      const V b = V{} + (bias ? bias[gi * Kg + k] : T(0));
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / tl.tiles_h, th = r % tl.tiles_h;
+        T* out = y + (n * g.K + gi * Kg + k) * P + 2 * th * g.OW;
+        const T* mrow = m + k * ld + (r - r0) * tl.tiles_w;
+        for (int64_t tw = 0; tw < tl.tiles_w; tw += L) {
+          V mm[4][4];
+          for (int xi = 0; xi < 16; ++xi) mm[xi / 4][xi % 4] = load(mrow + xi * ms + tw);
+          V q[2][4];
           for (int j = 0; j < 4; ++j) {
             q[0][j] = mm[0][j] + mm[1][j] + mm[2][j];
             q[1][j] = mm[1][j] - mm[2][j] - mm[3][j];
           }
-          const int64_t tile = t0 + t, n = tile / per_image, th = (tile % per_image) / tiles_w, tw = tile % tiles_w;
-          T* out = y + (n * g.K + gi * Kg + k) * P;
-          for (int i = 0; i < 2; ++i) {
-            const int64_t oh = 2 * th + i;
-            if (oh >= g.OH) break;
-            const T o0 = q[i][0] + q[i][1] + q[i][2], o1 = q[i][1] - q[i][2] - q[i][3];
-            out[oh * g.OW + 2 * tw] = o0 + b;
-            if (2 * tw + 1 < g.OW) out[oh * g.OW + 2 * tw + 1] = o1 + b;
+          const int64_t cols = min64(2 * L, g.OW - 2 * tw);
+          for (int i = 0; i < 2 && 2 * th + i < g.OH; ++i) {
+            V lo, hi;
+            interleave(q[i][0] + q[i][1] + q[i][2] + b, q[i][1] - q[i][2] - q[i][3] + b, lo, hi);
+            T* o = out + i * g.OW + 2 * tw;
+            store_lanes(o, lo, cols);
+            store_lanes(o + L, hi, cols - L);
           }
         }
       }
-    } catch (...) {
-#pragma omp atomic write
-      failed = 1;
     }
-  }
-  if (failed) throw std::bad_alloc();
-  if (nonfinite) conv_forward<T>(g, x, w, bias, y, threads);
+  });
 }
 
-#define FC_INSTANTIATE(T)                                                                           \
-  template bool winograd_f23_accepts<T>(const ConvGeom&);                                           \
-  template void conv_forward_winograd_f23<T>(const ConvGeom&, const T*, const T*, const T*, T*, int);
+template <class T>
+void conv_backward_weight_winograd_f23(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes;
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, OHW = g.OH * g.OW;
+  const Tiling tl = tiling(g, L);
+  const int64_t tile_rows = g.N * tl.tiles_h;
+  if (tile_rows == 0 || tl.tiles_w == 0) {  // an empty sum
+    std::memset(gw, 0, sizeof(T) * g.K * Cg * 9);
+    return;
+  }
+  if (!all_finite(x, g.N * g.C * g.H * g.W) || !all_finite(gy, g.N * g.K * OHW))
+    return conv_backward_weight<T>(g, gy, x, gw, threads);
+
+  // A window of tile rows: its transformed tiles, V[xi][c][t] and Z[xi][k][t], both zero past
+  // the window's last tile up to a whole vector, with one xi's share under kWindowBytes.
+  const int64_t per_row = (Cg + Kg) * tl.tiles_w * int64_t(sizeof(T));
+  const int64_t window = min64(max64(1, kWindowBytes / per_row), tile_rows);
+  const int64_t ld = round_up(window * tl.tiles_w + L, L);
+  const int64_t per_xi_v = Cg * ld + kSkew<T>, per_xi_z = Kg * ld + kSkew<T>;  // (as in the forward)
+  const int64_t msize = 16 * Kg * Cg;  // the sums, [group][xi][k][c]
+  T* shared = static_cast<T*>(
+      thread_workspace(sizeof(T) * (16 * (per_xi_v + per_xi_z) + g.groups * msize), kSlotShared));
+  T* vbuf = shared;
+  T* zbuf = vbuf + 16 * per_xi_v;
+  T* msum = zbuf + 16 * per_xi_z;
+  // A transform task takes a sub-block of the window's tile rows; a dot task one xi.
+  const int64_t sub = max64(1, ceil_div(window, 8));
+  const int64_t ktiles = ceil_div(Kg, KI), ctiles = ceil_div(Cg, KJ);
+
+  for (int64_t gi = 0; gi < g.groups; ++gi)
+    for (int64_t w0 = 0; w0 < tile_rows; w0 += window) {
+      const int64_t w1 = min64(w0 + window, tile_rows), nt = (w1 - w0) * tl.tiles_w, iters = ceil_div(nt, L);
+      parallel_tasks(ceil_div(w1 - w0, sub), threads, [&](int64_t task) {
+        const int64_t r0 = w0 + task * sub, r1 = min64(r0 + sub, w1);
+        T* split = static_cast<T*>(thread_workspace(sizeof(T) * (2 * sub + 2) * 2 * tl.U, kSlotTile));
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t r = r0; r < r1;) {
+            const int64_t n = r / tl.tiles_h, th0 = r % tl.tiles_h, rows = min64(r1 - r, tl.tiles_h - th0);
+            split_rows(x + (n * g.C + gi * Cg + c) * g.H * g.W, g.H, g.W, g.pw, 2 * th0 - g.ph, 2 * rows + 2, tl.U,
+                       split);
+            for (int64_t i = 0; i < rows; ++i)
+              input_transform_row(split + 4 * i * tl.U, tl.U, tl.tiles_w,
+                                  vbuf + c * ld + (r - w0 + i) * tl.tiles_w, per_xi_v, r + i + 1 == r1);
+            r += rows;
+          }
+        // Z = A gy A^T, A's rows (1,0), (1,1), (1,-1), (0,-1); grad_out rows split by parity
+        // like the input (its "padding" 0, rows past OH zero).
+        for (int64_t k = 0; k < Kg; ++k)
+          for (int64_t r = r0; r < r1;) {
+            const int64_t n = r / tl.tiles_h, th0 = r % tl.tiles_h, rows = min64(r1 - r, tl.tiles_h - th0);
+            split_rows(gy + (n * g.K + gi * Kg + k) * OHW, g.OH, g.OW, 0, 2 * th0, 2 * rows, tl.U, split);
+            for (int64_t i = 0; i < rows; ++i) {
+              const T* s = split + 4 * i * tl.U;
+              T* z = zbuf + k * ld + (r - w0 + i) * tl.tiles_w;
+              const bool exact = r + i + 1 == r1;
+              for (int64_t tw = 0; tw < tl.tiles_w; tw += L) {
+                const int64_t nl = exact ? tl.tiles_w - tw : L;
+                V zr[2][4];  // gy A^T, per grad_out row
+                for (int a = 0; a < 2; ++a) {
+                  const V g0 = load(s + 2 * a * tl.U + tw), g1 = load(s + (2 * a + 1) * tl.U + tw);
+                  zr[a][0] = g0;
+                  zr[a][1] = g0 + g1;
+                  zr[a][2] = g0 - g1;
+                  zr[a][3] = -g1;
+                }
+                for (int b = 0; b < 4; ++b) {
+                  store_lanes(z + (0 * 4 + b) * per_xi_z + tw, zr[0][b], nl);
+                  store_lanes(z + (1 * 4 + b) * per_xi_z + tw, zr[0][b] + zr[1][b], nl);
+                  store_lanes(z + (2 * 4 + b) * per_xi_z + tw, zr[0][b] - zr[1][b], nl);
+                  store_lanes(z + (3 * 4 + b) * per_xi_z + tw, -zr[1][b], nl);
+                }
+              }
+            }
+            r += rows;
+          }
+      });
+      // Zero past the window's last tile, up to a whole vector.
+      for (int xi = 0; xi < 16; ++xi) {
+        for (int64_t c = 0; c < Cg; ++c) std::memset(vbuf + xi * per_xi_v + c * ld + nt, 0, sizeof(T) * (iters * L - nt));
+        for (int64_t k = 0; k < Kg; ++k) std::memset(zbuf + xi * per_xi_z + k * ld + nt, 0, sizeof(T) * (iters * L - nt));
+      }
+
+      parallel_tasks(16, threads, [&](int64_t xi) {
+        const T* v = vbuf + xi * per_xi_v;
+        const T* z = zbuf + xi * per_xi_z;
+        T* ms = msum + gi * msize + xi * Kg * Cg;
+        for (int64_t kt = 0; kt < ktiles; ++kt)
+          for (int64_t ct = 0; ct < ctiles; ++ct) {
+            const T* a[KI];
+            const T* b[KJ];
+            for (int i = 0; i < KI; ++i) a[i] = z + min64(kt * KI + i, Kg - 1) * ld;
+            for (int j = 0; j < KJ; ++j) b[j] = v + min64(ct * KJ + j, Cg - 1) * ld;
+            V acc[KI * KJ];
+            for (int e = 0; e < KI * KJ; ++e) acc[e] = V{};
+            dot_block<T>(iters, 1, 0, a, b, acc);
+            for (int i = 0; i < KI; ++i)
+              for (int j = 0; j < KJ; ++j) {
+                const int64_t k = kt * KI + i, c = ct * KJ + j;
+                if (k >= Kg || c >= Cg) continue;
+                const T sum = lane_sum<T>(acc[i * KJ + j]);
+                ms[k * Cg + c] = w0 == 0 ? sum : ms[k * Cg + c] + sum;
+              }
+          }
+      });
+    }
+
+  // grad_w = G^T M G, G^T rows (1,1/2,1/2,0), (0,1/2,-1/2,0), (0,1/2,1/2,1).
+  auto gtmul = [](int row, T m0, T m1, T m2, T m3) -> T {
+    switch (row) {
+      case 0: return m0 + T(0.5) * (m1 + m2);
+      case 1: return T(0.5) * (m1 - m2);
+      default: return T(0.5) * (m1 + m2) + m3;
+    }
+  };
+  for (int64_t gi = 0; gi < g.groups; ++gi)
+    for (int64_t k = 0; k < Kg; ++k)
+      for (int64_t c = 0; c < Cg; ++c) {
+        T mm[4][4];
+        for (int xi = 0; xi < 16; ++xi) mm[xi / 4][xi % 4] = msum[gi * msize + (xi * Kg + k) * Cg + c];
+        T* out = gw + ((gi * Kg + k) * Cg + c) * 9;
+        for (int r = 0; r < 3; ++r) {
+          T row[4];
+          for (int b = 0; b < 4; ++b) row[b] = gtmul(r, mm[0][b], mm[1][b], mm[2][b], mm[3][b]);
+          for (int s = 0; s < 3; ++s) out[r * 3 + s] = gtmul(s, row[0], row[1], row[2], row[3]);
+        }
+      }
+}
+
+#define FC_INSTANTIATE(T)                                                                                     \
+  template bool winograd_f23_accepts<T>(const ConvGeom&);                                                     \
+  template void conv_forward_winograd_f23<T>(const ConvGeom&, const T*, const T*, const T*, T*, int);         \
+  template void conv_backward_weight_winograd_f23<T>(const ConvGeom&, const T*, const T*, T*, int);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)
 #undef FC_INSTANTIATE

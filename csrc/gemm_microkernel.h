@@ -100,6 +100,12 @@ static void pack_a(int64_t m, int64_t kd, const T* A, int64_t lda, int64_t col_s
   for (int64_t i0 = 0; i0 < m; i0 += MR) {
     T* panel = packed + i0 * kd;
     const int64_t rows = m - i0 < MR ? m - i0 : MR;
+    if (rows == MR) {  // (unrolled: the common case)
+      for (int64_t p = 0; p < kd; ++p)
+#pragma GCC unroll 8
+        for (int64_t i = 0; i < MR; ++i) panel[p * MR + i] = A[(i0 + i) * lda + p * col_stride];
+      continue;
+    }
     for (int64_t p = 0; p < kd; ++p) {
       for (int64_t i = 0; i < rows; ++i) panel[p * MR + i] = A[(i0 + i) * lda + p * col_stride];
       for (int64_t i = rows; i < MR; ++i) panel[p * MR + i] = T(0);

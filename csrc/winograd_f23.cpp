@@ -7,15 +7,15 @@
 // A^T [sum_c U[k,c] (.) V[c]] A. The sums over c are 16 GEMMs, one per position xi of the 4x4
 // transform, run with the packed micro-kernel; tiles are the GEMMs' columns.
 // Backward-weight: differentiating that bilinear form, grad_w = G^T [sum_t Z_t (.) V_t] G with
-// Z_t = A gy_t A^T, the transformed 2x2 grad_out tile: 16 reductions over tiles, run as dot
-// products (dot_block.h), both operands contiguous along the tiles.
+// Z_t = A gy_t A^T, the transformed 2x2 grad_out tile: 16 GEMMs whose reduction runs over the
+// tiles.
 //
 // The transforms run on vectors of tiles along a tile row. A channel's input rows are split
 // into even and odd columns first, so each of a tile's 16 inputs, for L tiles side by side, is
 // one contiguous load: d[i][0], d[i][2] from the even half (tw, tw + 1), d[i][1], d[i][3] from
 // the odd half. A tile row's last vector may run past the row; its extra lanes land on the next
-// row's tiles (overwritten when that row is done, in order) or on slack past the block, except
-// where the next row is another thread's.
+// row's tiles (overwritten when that row is done, in order) or on slack past the block; every
+// task transforms into its own buffer.
 // Coefficients are 0, +-1, +-1/2 only: the error stays within a few roundoffs of the direct sum.
 //
 // The transforms subtract inputs, so an infinite input would give inf - inf = NaN where the
@@ -27,7 +27,6 @@
 #include <cstdint>
 #include <cstring>
 
-#include "dot_block.h"
 #include "gather.h"
 #include "gemm_microkernel.h"
 #include "kernels.h"
@@ -41,7 +40,8 @@ namespace FC_ISA {
 namespace {
 
 constexpr int64_t kBlockBytes = 1 << 20;     // forward: a task's transformed inputs and products
-constexpr int64_t kWindowBytes = 512 << 10;  // backward-weight: one xi's transformed tiles per window
+constexpr int64_t kWindowBytes = 512 << 10;  // backward-weight: a task's transformed tiles per window
+constexpr int64_t kMaxPartials = 1 << 22;    // backward-weight: elements of per-chunk partial sums
 
 template <class T>
 constexpr int64_t kSkew = 64 / sizeof(T);  // elements in a cache line
@@ -117,6 +117,37 @@ inline void masked_row_load(const double* row, int64_t base, int64_t W, VecOf<do
 #endif
 }
 
+// r[i][j] <-> r[j][i].
+inline void transpose(VecOf<float> (&r)[8]) {
+  typedef VecOf<float> V;
+  V t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {  // pairs of rows interleaved
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4)  // then pairs of pairs: u[i + j] holds columns j and j + 4
+    for (int h = 0; h < 2; ++h) {
+      u[i + 2 * h] = __builtin_shufflevector(t[i + h], t[i + 2 + h], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[i + 2 * h + 1] = __builtin_shufflevector(t[i + h], t[i + 2 + h], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int i = 0; i < 4; ++i) {  // then the 128-bit halves
+    r[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+inline void transpose(VecOf<double> (&r)[4]) {
+  typedef VecOf<double> V;
+  V t[4];
+  for (int i = 0; i < 4; i += 2) {
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 4, 2, 6);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 1, 5, 3, 7);
+  }
+  for (int h = 0; h < 2; ++h) {
+    r[h] = __builtin_shufflevector(t[h], t[h + 2], 0, 1, 4, 5);
+    r[h + 2] = __builtin_shufflevector(t[h], t[h + 2], 2, 3, 6, 7);
+  }
+}
+
 // The even / odd lanes of the 2L lanes a, b.
 inline VecOf<float> deinterleave_even(VecOf<float> a, VecOf<float> b) {
   return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
@@ -127,14 +158,31 @@ inline VecOf<float> deinterleave_odd(VecOf<float> a, VecOf<float> b) {
 inline VecOf<double> deinterleave_even(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 0, 2, 4, 6); }
 inline VecOf<double> deinterleave_odd(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 1, 3, 5, 7); }
 
+// dst[ow * ld + k] = src[k * src_stride + ow] for k < rows (a multiple of L) and ow < W, and
+// zero for W <= ow < Wd (a multiple of L): rows of a plane made channel-last, L x L blocks
+// transposed in registers.
+template <class T>
+void to_channel_last(const T* src, int64_t src_stride, int64_t rows, int64_t W, int64_t Wd, T* dst, int64_t ld) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes;
+  for (int64_t k0 = 0; k0 < rows; k0 += L)
+    for (int64_t w0 = 0; w0 < Wd; w0 += L) {
+      V r[L];
+      for (int i = 0; i < L; ++i) masked_row_load(src + (k0 + i) * src_stride, w0, W, r[i]);
+      transpose(r);
+      for (int j = 0; j < L; ++j) store(dst + (w0 + j) * ld + k0, r[j]);
+    }
+}
+
 struct Tiling {
   int64_t tiles_h, tiles_w;  // 2x2 output tiles per image
+  int64_t tiles_w_l;         // tiles_w rounded up to whole vectors
   int64_t U;                 // width of a split row half: the vectors of a tile row read up to U
 };
 
 inline Tiling tiling(const ConvGeom& g, int64_t lanes) {
   const int64_t tw = ceil_div(g.OW, 2);
-  return {ceil_div(g.OH, 2), tw, round_up(tw, lanes) + lanes};
+  return {ceil_div(g.OH, 2), tw, round_up(tw, lanes), round_up(tw, lanes) + lanes};
 }
 
 // Rows ih0 .. ih0 + nrows - 1 of a plane split by column parity: out[2r*U + u] = x[ih][2u - pw],
@@ -166,10 +214,9 @@ void split_rows(const T* plane, int64_t H, int64_t W, int64_t pw, int64_t ih0, i
 
 // V = B^T d B for the tiles of one tile row, L at a time; `split` holds its 4 input rows
 // (split_rows), V[xi] lands at v + xi * xi_stride + tw. B^T rows: (1,0,-1,0), (0,1,1,0),
-// (0,-1,1,0), (0,1,0,-1). The last vector's lanes past the row are stored too unless `exact`
-// (then the row's successor may belong to another thread).
+// (0,-1,1,0), (0,1,0,-1). The last vector's lanes past the row are stored too (see the top).
 template <class T>
-void input_transform_row(const T* split, int64_t U, int64_t tiles_w, T* v, int64_t xi_stride, bool exact) {
+void input_transform_row(const T* split, int64_t U, int64_t tiles_w, T* v, int64_t xi_stride) {
   typedef VecOf<T> V;
   constexpr int L = Vec<T>::kLanes;
   for (int64_t tw = 0; tw < tiles_w; tw += L) {
@@ -189,13 +236,12 @@ void input_transform_row(const T* split, int64_t U, int64_t tiles_w, T* v, int64
       r[2][j] = d[2][j] - d[1][j];
       r[3][j] = d[1][j] - d[3][j];
     }
-    const int64_t n = exact ? tiles_w - tw : L;
     for (int i = 0; i < 4; ++i) {  // (B^T d) B
       T* out = v + 4 * i * xi_stride + tw;
-      store_lanes(out, r[i][0] - r[i][2], n);
-      store_lanes(out + xi_stride, r[i][1] + r[i][2], n);
-      store_lanes(out + 2 * xi_stride, r[i][2] - r[i][1], n);
-      store_lanes(out + 3 * xi_stride, r[i][1] - r[i][3], n);
+      store(out, r[i][0] - r[i][2]);
+      store(out + xi_stride, r[i][1] + r[i][2]);
+      store(out + 2 * xi_stride, r[i][2] - r[i][1]);
+      store(out + 3 * xi_stride, r[i][1] - r[i][3]);
     }
   }
 }
@@ -280,7 +326,7 @@ void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const 
                    split);
         for (int64_t i = 0; i < rows; ++i)
           input_transform_row(split + 4 * i * tl.U, tl.U, tl.tiles_w, v + c * ld + (r - r0 + i) * tl.tiles_w,
-                              vs, false);
+                              vs);
         r += rows;
       }
     for (int xi = 0; xi < 16; ++xi)
@@ -321,6 +367,7 @@ template <class T>
 void conv_backward_weight_winograd_f23(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
   typedef VecOf<T> V;
   constexpr int L = Vec<T>::kLanes;
+  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, OHW = g.OH * g.OW;
   const Tiling tl = tiling(g, L);
   const int64_t tile_rows = g.N * tl.tiles_h;
@@ -331,99 +378,112 @@ void conv_backward_weight_winograd_f23(const ConvGeom& g, const T* gy, const T* 
   if (!all_finite(x, g.N * g.C * g.H * g.W) || !all_finite(gy, g.N * g.K * OHW))
     return conv_backward_weight<T>(g, gy, x, gw, threads);
 
-  // A window of tile rows: its transformed tiles, V[xi][c][t] and Z[xi][k][t], both zero past
-  // the window's last tile up to a whole vector, with one xi's share under kWindowBytes.
-  const int64_t per_row = (Cg + Kg) * tl.tiles_w * int64_t(sizeof(T));
-  const int64_t window = min64(max64(1, kWindowBytes / per_row), tile_rows);
-  const int64_t ld = round_up(window * tl.tiles_w + L, L);
-  const int64_t per_xi_v = Cg * ld + kSkew<T>, per_xi_z = Kg * ld + kSkew<T>;  // (as in the forward)
-  const int64_t msize = 16 * Kg * Cg;  // the sums, [group][xi][k][c]
-  T* shared = static_cast<T*>(
-      thread_workspace(sizeof(T) * (16 * (per_xi_v + per_xi_z) + g.groups * msize), kSlotShared));
-  T* vbuf = shared;
-  T* zbuf = vbuf + 16 * per_xi_v;
-  T* msum = zbuf + 16 * per_xi_z;
-  // A transform task takes a sub-block of the window's tile rows; a dot task one xi.
-  const int64_t sub = max64(1, ceil_div(window, 8));
-  const int64_t ktiles = ceil_div(Kg, KI), ctiles = ceil_div(Cg, KJ);
+  // Per position xi, M^T[c][k] = sum over tiles t of V[c][t] Z[k][t]: a GEMM with the tiles as
+  // its reduction, A = V (packed from the transform's [c][t] rows), B = Z^T [t][k] (the grad_out
+  // transform run on vectors of k, from grad_out rows laid out channel-last).
+  // Tasks: (group, chunk of tile rows, block of channels); each sums its chunk into its own
+  // partial M (the partials are added in chunk order at the end), window by window, a window's
+  // transforms (all 16 xi) sized to stay in L2 next to the GEMMs that read them.
+  const int64_t KW = round_up(Kg, NR);
+  const int64_t msize = 16 * Cg * Kg;  // one group's M, [xi][c][k]
+  int64_t nchunks = max64(1, min64(min64(8, tile_rows), kMaxPartials / msize));
+  const int64_t per_chunk = ceil_div(tile_rows, nchunks);
+  nchunks = ceil_div(tile_rows, per_chunk);
+  int64_t cblocks = 1;  // channel blocks (whole MR panels) while there are fewer than 8 tasks
+  while (g.groups * nchunks * cblocks < 8 && cblocks * 2 * MR <= Cg) cblocks *= 2;
+  const int64_t cper = round_up(ceil_div(Cg, cblocks), MR);
+  cblocks = ceil_div(Cg, cper);
 
-  for (int64_t gi = 0; gi < g.groups; ++gi)
-    for (int64_t w0 = 0; w0 < tile_rows; w0 += window) {
-      const int64_t w1 = min64(w0 + window, tile_rows), nt = (w1 - w0) * tl.tiles_w, iters = ceil_div(nt, L);
-      parallel_tasks(ceil_div(w1 - w0, sub), threads, [&](int64_t task) {
-        const int64_t r0 = w0 + task * sub, r1 = min64(r0 + sub, w1);
-        T* split = static_cast<T*>(thread_workspace(sizeof(T) * (2 * sub + 2) * 2 * tl.U, kSlotTile));
-        for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t r = r0; r < r1;) {
-            const int64_t n = r / tl.tiles_h, th0 = r % tl.tiles_h, rows = min64(r1 - r, tl.tiles_h - th0);
-            split_rows(x + (n * g.C + gi * Cg + c) * g.H * g.W, g.H, g.W, g.pw, 2 * th0 - g.ph, 2 * rows + 2, tl.U,
-                       split);
-            for (int64_t i = 0; i < rows; ++i)
-              input_transform_row(split + 4 * i * tl.U, tl.U, tl.tiles_w,
-                                  vbuf + c * ld + (r - w0 + i) * tl.tiles_w, per_xi_v, r + i + 1 == r1);
-            r += rows;
+  T* partials = static_cast<T*>(thread_workspace(sizeof(T) * g.groups * nchunks * msize, kSlotShared));
+  const int64_t per_gi = nchunks * cblocks;
+  parallel_tasks(g.groups * per_gi, threads, [&](int64_t task) {
+    const int64_t gi = task / per_gi, chunk = (task / cblocks) % nchunks, cb = task % cblocks;
+    const int64_t c0 = cb * cper, nc = min64(cper, Cg - c0);
+    const int64_t r_begin = chunk * per_chunk, r_end = min64(r_begin + per_chunk, tile_rows);
+    // A window of tile rows: V rows [xi][c][t], V packed, Z^T [xi][t][k], grad_out rows
+    // channel-last for one tile row, and the split input rows.
+    const int64_t row_bytes = 16 * tl.tiles_w * (2 * round_up(nc, MR) + KW) * int64_t(sizeof(T));
+    const int64_t wrows = max64(1, min64(kWindowBytes / row_bytes, r_end - r_begin));
+    const int64_t ldv = round_up(wrows * tl.tiles_w + L, L), vs = nc * ldv + kSkew<T>;
+    const int64_t packed_size = packed_a_size<T>(nc, wrows * tl.tiles_w) + kSkew<T>;
+    const int64_t zs = wrows * tl.tiles_w * KW + kSkew<T>;
+    const int64_t gyt_row = 2 * tl.tiles_w_l * KW, gyt_size = 2 * gyt_row, split_size = (2 * wrows + 2) * 2 * tl.U;
+    T* v = static_cast<T*>(thread_workspace(
+        sizeof(T) * (16 * vs + 16 * packed_size + 16 * zs + gyt_size + split_size), kSlotTile));
+    T* packed = v + 16 * vs;
+    T* zt = packed + 16 * packed_size;
+    T* gyt = zt + 16 * zs;
+    T* split = gyt + gyt_size;
+    T* m = partials + (gi * nchunks + chunk) * msize;
+
+    for (int64_t w0 = r_begin; w0 < r_end; w0 += wrows) {
+      const int64_t w1 = min64(w0 + wrows, r_end), nt = (w1 - w0) * tl.tiles_w;
+      for (int64_t c = 0; c < nc; ++c)
+        for (int64_t r = w0; r < w1;) {
+          const int64_t n = r / tl.tiles_h, th0 = r % tl.tiles_h, rows = min64(w1 - r, tl.tiles_h - th0);
+          split_rows(x + (n * g.C + gi * Cg + c0 + c) * g.H * g.W, g.H, g.W, g.pw, 2 * th0 - g.ph, 2 * rows + 2,
+                     tl.U, split);
+          for (int64_t i = 0; i < rows; ++i)
+            input_transform_row(split + 4 * i * tl.U, tl.U, tl.tiles_w, v + c * ldv + (r - w0 + i) * tl.tiles_w, vs);
+          r += rows;
+        }
+      for (int xi = 0; xi < 16; ++xi) pack_a<T>(nc, nt, v + xi * vs, ldv, 1, packed + xi * packed_size);
+
+      // Z = A gy A^T, A's rows (1,0), (1,1), (1,-1), (0,-1), on vectors of k: gyt[i][ow][k] holds
+      // grad_out rows 2th + i, zero past OH, OW and Kg.
+      for (int64_t r = w0; r < w1; ++r) {
+        const int64_t n = r / tl.tiles_h, th = r % tl.tiles_h;
+        for (int i = 0; i < 2; ++i) {
+          const int64_t oh = 2 * th + i;
+          T* dst = gyt + i * gyt_row;
+          if (oh >= g.OH) {
+            std::memset(dst, 0, sizeof(T) * gyt_row);
+            continue;
           }
-        // Z = A gy A^T, A's rows (1,0), (1,1), (1,-1), (0,-1); grad_out rows split by parity
-        // like the input (its "padding" 0, rows past OH zero).
-        for (int64_t k = 0; k < Kg; ++k)
-          for (int64_t r = r0; r < r1;) {
-            const int64_t n = r / tl.tiles_h, th0 = r % tl.tiles_h, rows = min64(r1 - r, tl.tiles_h - th0);
-            split_rows(gy + (n * g.K + gi * Kg + k) * OHW, g.OH, g.OW, 0, 2 * th0, 2 * rows, tl.U, split);
-            for (int64_t i = 0; i < rows; ++i) {
-              const T* s = split + 4 * i * tl.U;
-              T* z = zbuf + k * ld + (r - w0 + i) * tl.tiles_w;
-              const bool exact = r + i + 1 == r1;
-              for (int64_t tw = 0; tw < tl.tiles_w; tw += L) {
-                const int64_t nl = exact ? tl.tiles_w - tw : L;
-                V zr[2][4];  // gy A^T, per grad_out row
-                for (int a = 0; a < 2; ++a) {
-                  const V g0 = load(s + 2 * a * tl.U + tw), g1 = load(s + (2 * a + 1) * tl.U + tw);
-                  zr[a][0] = g0;
-                  zr[a][1] = g0 + g1;
-                  zr[a][2] = g0 - g1;
-                  zr[a][3] = -g1;
-                }
-                for (int b = 0; b < 4; ++b) {
-                  store_lanes(z + (0 * 4 + b) * per_xi_z + tw, zr[0][b], nl);
-                  store_lanes(z + (1 * 4 + b) * per_xi_z + tw, zr[0][b] + zr[1][b], nl);
-                  store_lanes(z + (2 * 4 + b) * per_xi_z + tw, zr[0][b] - zr[1][b], nl);
-                  store_lanes(z + (3 * 4 + b) * per_xi_z + tw, -zr[1][b], nl);
-                }
-              }
+          const T* src = gy + (n * g.K + gi * Kg) * OHW + oh * g.OW;
+          const int64_t full = Kg / L * L;  // whole vectors of k; the rest one at a time
+          to_channel_last(src, OHW, full, g.OW, 2 * tl.tiles_w_l, dst, KW);
+          for (int64_t ow = 0; ow < 2 * tl.tiles_w_l; ++ow)
+            for (int64_t k = full; k < KW; ++k) dst[ow * KW + k] = k < Kg && ow < g.OW ? src[k * OHW + ow] : T(0);
+        }
+        T* z = zt + (r - w0) * tl.tiles_w * KW;
+        for (int64_t tw = 0; tw < tl.tiles_w; ++tw)
+          for (int64_t k = 0; k < KW; k += L) {
+            V zr[2][4];  // gy A^T, per grad_out row
+            for (int a = 0; a < 2; ++a) {
+              const T* row = gyt + a * gyt_row + 2 * tw * KW + k;
+              const V g0 = load(row), g1 = load(row + KW);
+              zr[a][0] = g0;
+              zr[a][1] = g0 + g1;
+              zr[a][2] = g0 - g1;
+              zr[a][3] = -g1;
             }
-            r += rows;
+            T* out = z + tw * KW + k;
+            for (int b = 0; b < 4; ++b) {
+              store(out + (0 * 4 + b) * zs, zr[0][b]);
+              store(out + (1 * 4 + b) * zs, zr[0][b] + zr[1][b]);
+              store(out + (2 * 4 + b) * zs, zr[0][b] - zr[1][b]);
+              store(out + (3 * 4 + b) * zs, -zr[1][b]);
+            }
           }
-      });
-      // Zero past the window's last tile, up to a whole vector.
-      for (int xi = 0; xi < 16; ++xi) {
-        for (int64_t c = 0; c < Cg; ++c) std::memset(vbuf + xi * per_xi_v + c * ld + nt, 0, sizeof(T) * (iters * L - nt));
-        for (int64_t k = 0; k < Kg; ++k) std::memset(zbuf + xi * per_xi_z + k * ld + nt, 0, sizeof(T) * (iters * L - nt));
       }
-
-      parallel_tasks(16, threads, [&](int64_t xi) {
-        const T* v = vbuf + xi * per_xi_v;
-        const T* z = zbuf + xi * per_xi_z;
-        T* ms = msum + gi * msize + xi * Kg * Cg;
-        for (int64_t kt = 0; kt < ktiles; ++kt)
-          for (int64_t ct = 0; ct < ctiles; ++ct) {
-            const T* a[KI];
-            const T* b[KJ];
-            for (int i = 0; i < KI; ++i) a[i] = z + min64(kt * KI + i, Kg - 1) * ld;
-            for (int j = 0; j < KJ; ++j) b[j] = v + min64(ct * KJ + j, Cg - 1) * ld;
-            V acc[KI * KJ];
-            for (int e = 0; e < KI * KJ; ++e) acc[e] = V{};
-            dot_block<T>(iters, 1, 0, a, b, acc);
-            for (int i = 0; i < KI; ++i)
-              for (int j = 0; j < KJ; ++j) {
-                const int64_t k = kt * KI + i, c = ct * KJ + j;
-                if (k >= Kg || c >= Cg) continue;
-                const T sum = lane_sum<T>(acc[i * KJ + j]);
-                ms[k * Cg + c] = w0 == 0 ? sum : ms[k * Cg + c] + sum;
-              }
-          }
-      });
+      for (int xi = 0; xi < 16; ++xi)
+        gemm_packed<T>(nc, Kg, nt, packed + xi * packed_size, zt + xi * zs, KW, m + xi * Cg * Kg + c0 * Kg, Kg,
+                       w0 > r_begin);
     }
+  });
 
+  // M: the partials added in chunk order (into the first), in parallel over stretches of it.
+  const int64_t stretch = 4096;
+  if (nchunks > 1)
+    parallel_tasks(g.groups * ceil_div(msize, stretch), threads, [&](int64_t task) {
+      const int64_t gi = task / ceil_div(msize, stretch), e0 = (task % ceil_div(msize, stretch)) * stretch;
+      T* first = partials + gi * nchunks * msize;
+      for (int64_t ch = 1; ch < nchunks; ++ch) {
+        const T* part = first + ch * msize;
+        for (int64_t e = e0; e < min64(e0 + stretch, msize); ++e) first[e] += part[e];
+      }
+    });
   // grad_w = G^T M G, G^T rows (1,1/2,1/2,0), (0,1/2,-1/2,0), (0,1/2,1/2,1).
   auto gtmul = [](int row, T m0, T m1, T m2, T m3) -> T {
     switch (row) {
@@ -432,11 +492,12 @@ void conv_backward_weight_winograd_f23(const ConvGeom& g, const T* gy, const T* 
       default: return T(0.5) * (m1 + m2) + m3;
     }
   };
-  for (int64_t gi = 0; gi < g.groups; ++gi)
-    for (int64_t k = 0; k < Kg; ++k)
-      for (int64_t c = 0; c < Cg; ++c) {
+  for (int64_t gi = 0; gi < g.groups; ++gi) {
+    const T* msum = partials + gi * nchunks * msize;
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t k = 0; k < Kg; ++k) {
         T mm[4][4];
-        for (int xi = 0; xi < 16; ++xi) mm[xi / 4][xi % 4] = msum[gi * msize + (xi * Kg + k) * Cg + c];
+        for (int xi = 0; xi < 16; ++xi) mm[xi / 4][xi % 4] = msum[(xi * Cg + c) * Kg + k];
         T* out = gw + ((gi * Kg + k) * Cg + c) * 9;
         for (int r = 0; r < 3; ++r) {
           T row[4];
@@ -444,6 +505,7 @@ void conv_backward_weight_winograd_f23(const ConvGeom& g, const T* gy, const T* 
           for (int s = 0; s < 3; ++s) out[r * 3 + s] = gtmul(s, row[0], row[1], row[2], row[3]);
         }
       }
+  }
 }
 
 #define FC_INSTANTIATE(T)                                                                                     \

@@ -15,6 +15,10 @@
 
 namespace py = pybind11;
 using fastconv::ConvGeom;
+
+namespace fastconv {
+void bind_elementwise(py::module_& m);  // elementwise.cpp
+}
 using fastconv::PoolGeom;
 
 namespace {
@@ -135,38 +139,12 @@ void bind_dtype(py::module_& m) {
   });
 }
 
-// grad_bias[k] = sum over n and p of gy[n][k][p] for float32 gy, accumulated in double in a
-// fixed order (per plane four interleaved sums, planes in image order) and rounded once.
-// Memory-bound, so it lives here without ISA flags; parallel over channels.
-void bias_grad_f32(Arr<float> gy, Arr<float> out, int threads) {
-  if (gy.ndim() != 4 || out.ndim() != 1 || out.shape(0) != gy.shape(1))
-    throw py::value_error("bias_grad: gy must be (N, K, H, W) and out (K,)");
-  const int64_t N = gy.shape(0), K = gy.shape(1), P = gy.shape(2) * gy.shape(3);
-  const float* g = gy.data();
-  float* o = out.mutable_data();
-  py::gil_scoped_release release;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t k = 0; k < K; ++k) {
-    double total = 0;
-    for (int64_t n = 0; n < N; ++n) {
-      const float* plane = g + (n * K + k) * P;
-      double s[4] = {0, 0, 0, 0};
-      int64_t p = 0;
-      for (; p + 4 <= P; p += 4)
-        for (int u = 0; u < 4; ++u) s[u] += plane[p + u];
-      for (; p < P; ++p) s[0] += plane[p];
-      total += (s[0] + s[1]) + (s[2] + s[3]);
-    }
-    o[k] = static_cast<float>(total);
-  }
-}
-
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastconv C++/OpenMP kernels";
   bind_dtype<float>(m);
   bind_dtype<double>(m);
-  m.def("bias_grad_f32", &bias_grad_f32, "Sum of a float32 (N, K, H, W) array over N, H, W (double accumulation).");
+  fastconv::bind_elementwise(m);
   m.def("isa", &fastconv::isa_name, "The instruction set the kernels were selected for at import.");
 }

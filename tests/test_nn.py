@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastconv import models, nn, optim
+import fastconv
+from fastconv import _native, models, nn, optim
 from fastconv.autograd import Tensor, functional as F
 
 
@@ -281,3 +282,50 @@ def test_mnist_cnn_trains_step_for_step_like_torch():
         assert float(loss.data) == pytest.approx(tloss.item(), rel=1e-10)
     for name, p in theirs.named_parameters():
         np.testing.assert_allclose(ours.state_dict()[name], p.detach().numpy(), rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+# --------------------------------------------------------------------------- native elementwise paths
+
+needs_native = pytest.mark.skipif(not _native.available(np.zeros(1, np.float32)),
+                                  reason="the C++ extension is not built (the NumPy paths are used)")
+
+
+@pytest.mark.parametrize("native", [pytest.param(True, marks=needs_native), False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_matches_torch_with_nan_and_infinities(native, dtype, rng, monkeypatch):
+    """Both paths (C++ and NumPy): a NaN input gives NaN and passes its gradient, as torch's."""
+    if not native:
+        monkeypatch.setattr(_native, "available", lambda *arrays: False)
+    x = rng.standard_normal(70_001).astype(dtype)  # above the serial threshold, odd length
+    x[[3, 70_000]], x[5], x[7], x[9] = np.nan, np.inf, -np.inf, 0.0
+    g = rng.standard_normal(x.shape).astype(dtype)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.relu(tx)
+    ty.backward(torch.tensor(g))
+    t = Tensor(x, requires_grad=True)
+    y = F.relu(t)
+    y.backward(g)
+    np.testing.assert_array_equal(y.data, ty.detach().numpy())
+    np.testing.assert_array_equal(t.grad, tx.grad.numpy())
+
+
+@needs_native
+def test_native_adam_rounds_as_the_numpy_expression(monkeypatch):
+    """The C++ update gives the NumPy expression's bits, at 1 and 2 threads."""
+    def train(threads, native):
+        fastconv.set_num_threads(threads)
+        monkeypatch.setattr(_native, "available", real if native else (lambda *arrays: False))
+        p = Tensor(np.random.default_rng(0).standard_normal(100_003).astype(np.float32), requires_grad=True)
+        opt = optim.Adam([p], lr=1e-3, eps=1e-7)
+        for g in np.random.default_rng(1).standard_normal((3, p.data.size)).astype(np.float32):
+            p.grad = g
+            opt.step()
+        return p.data
+
+    real, before = _native.available, fastconv.get_num_threads()
+    try:
+        expected = train(1, native=False)
+        for threads in (1, 2):
+            np.testing.assert_array_equal(train(threads, native=True), expected)
+    finally:
+        fastconv.set_num_threads(before)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import ops
+from .. import _native, ops
 from .._params import array_module
 from .engine import Function, Tensor, tensor
 
@@ -159,11 +159,17 @@ def mul(a, b):
 
 class ReLU(Function):
     def forward(self, x):
-        self.mask = x > 0  # a bool mask: a quarter of the bytes of y, and a cheap multiply
-        return x * self.mask
+        if _native.available(x):
+            self.y = _native.relu(x)
+            return self.y
+        # As torch: NaN stays NaN (maximum propagates it) and passes its gradient ("not <= 0").
+        self.y = array_module(x).maximum(x, 0)
+        return self.y
 
     def backward(self, g):
-        return (g * self.mask,)
+        if _native.available(g, self.y) and g.dtype == self.y.dtype:
+            return (_native.relu_backward(g, self.y),)
+        return (array_module(g).where(self.y <= 0, g.dtype.type(0), g),)
 
 
 def relu(x):

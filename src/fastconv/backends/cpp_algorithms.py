@@ -30,6 +30,11 @@ from .. import cache
 from .._params import ConvGeometry
 
 
+# Part of the autotune cache key: raised when a kernel changes enough that choices made
+# before should be timed again.
+TUNING_REVISION = 2
+
+
 @dataclass(frozen=True)
 class Algorithm:
     name: str
@@ -198,7 +203,7 @@ def choose(primitive, candidates, g, dtype, isa, timer_args):
     if len(accepting) == 1 or os.environ.get("FASTCONV_AUTOTUNE", "1").strip() == "0":
         return accepting[0]
     # The candidates are part of the key: a choice made before an algorithm existed is retuned.
-    key = {"primitive": primitive, "dtype": np.dtype(dtype).name, "isa": isa,
+    key = {"primitive": primitive, "dtype": np.dtype(dtype).name, "isa": isa, "revision": TUNING_REVISION,
            "geometry": list(g.values()), "candidates": [a.name for a in accepting]}
     stored = cache.get("cpp-algo", key, threads=0)
     if not (isinstance(stored, dict) and _by_name(accepting, stored.get("algorithm"))):
@@ -224,19 +229,19 @@ def _threads():
 
 
 def _time_candidates(accepting, timer_args):
-    """The name of the fastest candidate: best of three runs each after a warm-up run."""
+    """The name of the fastest candidate: each run once to warm up, then the best of three
+    rounds in which every candidate runs once (interleaved, so a slow spell of a shared
+    machine does not fall on one candidate only)."""
     args = timer_args()
     if args is None:
         raise ValueError(f"{len(accepting)} algorithms accept this problem and none is tuned yet: "
                          f"timing them needs the call's arguments")
-    best_name, best_time = accepting[0].name, float("inf")
     for a in accepting:
         a.run(*args)
-        elapsed = float("inf")
-        for _ in range(3):
+    best = [float("inf")] * len(accepting)
+    for _ in range(3):
+        for i, a in enumerate(accepting):
             start = time.perf_counter()
             a.run(*args)
-            elapsed = min(elapsed, time.perf_counter() - start)
-        if elapsed < best_time:
-            best_name, best_time = a.name, elapsed
-    return best_name
+            best[i] = min(best[i], time.perf_counter() - start)
+    return accepting[best.index(min(best))].name

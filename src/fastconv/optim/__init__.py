@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from .. import _native
 from .._params import array_module
 
 
@@ -85,6 +86,8 @@ class Adam(Optimizer):
 
 
 def _adam_update(xp, p, g, m, v, s, b1, b2, step_size, v_scale, eps):
+    if _native.available(p, g, m, v) and p.dtype == g.dtype == m.dtype == v.dtype:
+        return _native.adam_update(p, g, m, v, b1, b2, step_size, v_scale, eps)  # the same, in one pass
     m += (1 - b1) * (g - m)          # m = b1 m + (1 - b1) g
     xp.multiply(g, g, out=s)
     v += (1 - b2) * (s - v)          # v = b2 v + (1 - b2) g^2

@@ -1,0 +1,124 @@
+// The memory-bound helpers of a training step: ReLU forward/backward, the Adam update and the
+// bias gradient. Compiled once, without ISA flags (the baseline has no FMA, so nothing is
+// contracted: Adam rounds exactly as the NumPy expression it replaces). Elementwise work is
+// split into fixed stretches, so results do not depend on the thread count.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+namespace py = pybind11;
+
+namespace fastconv {
+namespace {
+
+template <class T>
+using Arr = py::array_t<T, py::array::c_style>;
+
+constexpr int64_t kStretch = 1 << 14;
+
+void same_size(const char* what, std::initializer_list<py::ssize_t> sizes) {
+  for (py::ssize_t s : sizes)
+    if (s != *sizes.begin()) throw py::value_error(std::string(what) + ": arrays of different sizes");
+}
+
+// Runs body(begin, end) over [0, n) in stretches of kStretch.
+template <class Body>
+void stretches(int64_t n, int threads, const Body& body) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t s = 0; s < n; s += kStretch) body(s, s + kStretch < n ? s + kStretch : n);
+}
+
+// y = 0 where x <= 0, else x (torch.relu: NaN stays NaN).
+template <class T>
+void relu_forward(Arr<T> x, Arr<T> y, int threads) {
+  same_size("relu", {x.size(), y.size()});
+  const T* a = x.data();
+  T* b = y.mutable_data();
+  py::gil_scoped_release release;
+  stretches(x.size(), threads, [&](int64_t lo, int64_t hi) {
+    for (int64_t e = lo; e < hi; ++e) b[e] = a[e] <= T(0) ? T(0) : a[e];
+  });
+}
+
+// grad_x = 0 where y <= 0, else grad_y (torch's threshold_backward: a NaN passes the gradient).
+template <class T>
+void relu_backward(Arr<T> gy, Arr<T> y, Arr<T> gx, int threads) {
+  same_size("relu_backward", {gy.size(), y.size(), gx.size()});
+  const T* g = gy.data();
+  const T* a = y.data();
+  T* out = gx.mutable_data();
+  py::gil_scoped_release release;
+  stretches(gy.size(), threads, [&](int64_t lo, int64_t hi) {
+    for (int64_t e = lo; e < hi; ++e) out[e] = a[e] <= T(0) ? T(0) : g[e];
+  });
+}
+
+// One Adam step, in the order of optim._adam_update's NumPy expression:
+// m += (1 - b1)(g - m); v += (1 - b2)(g^2 - v); p -= m / (sqrt(v) v_scale + eps) * step_size.
+template <class T>
+void adam_update(Arr<T> p, Arr<T> g, Arr<T> m, Arr<T> v, double b1, double b2, double step_size, double v_scale,
+                 double eps, int threads) {
+  same_size("adam_update", {p.size(), g.size(), m.size(), v.size()});
+  T* pp = p.mutable_data();
+  const T* gg = g.data();
+  T* mm = m.mutable_data();
+  T* vv = v.mutable_data();
+  const T c1 = T(1 - b1), c2 = T(1 - b2), vs = T(v_scale), ss = T(step_size), ep = T(eps);
+  py::gil_scoped_release release;
+  stretches(p.size(), threads, [&](int64_t lo, int64_t hi) {
+    for (int64_t e = lo; e < hi; ++e) {
+      const T gi = gg[e], mi = mm[e] + c1 * (gi - mm[e]), vi = vv[e] + c2 * (gi * gi - vv[e]);
+      mm[e] = mi;
+      vv[e] = vi;
+      const T s = std::sqrt(vi) * vs + ep;
+      pp[e] -= mi / s * ss;
+    }
+  });
+}
+
+// grad_bias[k] = sum over n and p of gy[n][k][p] for float32 gy, accumulated in double in a
+// fixed order (per plane four interleaved sums, planes in image order) and rounded once.
+void bias_grad_f32(Arr<float> gy, Arr<float> out, int threads) {
+  if (gy.ndim() != 4 || out.ndim() != 1 || out.shape(0) != gy.shape(1))
+    throw py::value_error("bias_grad: gy must be (N, K, H, W) and out (K,)");
+  const int64_t N = gy.shape(0), K = gy.shape(1), P = gy.shape(2) * gy.shape(3);
+  const float* g = gy.data();
+  float* o = out.mutable_data();
+  py::gil_scoped_release release;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t k = 0; k < K; ++k) {
+    double total = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* plane = g + (n * K + k) * P;
+      double s[4] = {0, 0, 0, 0};
+      int64_t p = 0;
+      for (; p + 4 <= P; p += 4)
+        for (int u = 0; u < 4; ++u) s[u] += plane[p + u];
+      for (; p < P; ++p) s[0] += plane[p];
+      total += (s[0] + s[1]) + (s[2] + s[3]);
+    }
+    o[k] = static_cast<float>(total);
+  }
+}
+
+template <class T>
+void bind_elementwise_dtype(py::module_& m) {
+  m.def("relu_forward", &relu_forward<T>, py::arg("x"), py::arg("y"), py::arg("threads"));
+  m.def("relu_backward", &relu_backward<T>, py::arg("gy"), py::arg("y"), py::arg("gx"), py::arg("threads"));
+  m.def("adam_update", &adam_update<T>, py::arg("p"), py::arg("g"), py::arg("m"), py::arg("v"), py::arg("b1"),
+        py::arg("b2"), py::arg("step_size"), py::arg("v_scale"), py::arg("eps"), py::arg("threads"));
+}
+
+}  // namespace
+
+void bind_elementwise(py::module_& m) {
+  bind_elementwise_dtype<float>(m);
+  bind_elementwise_dtype<double>(m);
+  m.def("bias_grad_f32", &bias_grad_f32, "Sum of a float32 (N, K, H, W) array over N, H, W (double accumulation).");
+}
+
+}  // namespace fastconv

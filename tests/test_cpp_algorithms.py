@@ -475,3 +475,34 @@ def test_depthwise_direct_threads_and_infinities(rng):
                                       needs=(False, True, False))[1]
     want = ref(fastconv.conv2d_backward, np.abs(gy), x, wt, None, padding=1, groups=64)[1]
     np.testing.assert_array_equal(np.isfinite(gw), np.isfinite(want))
+
+
+# Forward convs with one input channel per group and several output channels each:
+# (N, C, H, W, K, stride, padding, groups); 3x3 kernels.
+MULTIPLIER_EDGES = [
+    (2, 1, 9, 11, 5, 1, 0, 1),  # a first layer on one channel; K = 4 + 1: both channel blocks
+    (1, 2, 8, 30, 8, 2, 1, 2),  # multiplier 4, stride 2, rows longer than a block of q
+    (3, 1, 28, 28, 32, 1, 0, 1),  # MNIST's first layer
+]
+
+
+@pytest.mark.parametrize("case", MULTIPLIER_EDGES, ids=[str(i) for i in range(len(MULTIPLIER_EDGES))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forced_depthwise_forward_with_a_channel_multiplier(case, dtype, rng):
+    n, c, h, w, k, stride, padding, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, 1, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    kw = dict(stride=stride, padding=padding, groups=groups)
+    _, _, _, _, _, g, _ = P.conv_params(x, wt, b, stride, padding, 1, groups)
+    with cpp_algorithms.force("depthwise_direct"):
+        assert cpp.algorithm_for("conv_forward", g, dtype).name == "depthwise_direct"
+        y = fastconv.conv2d(x, wt, b, backend="cpp", **kw)
+    ax, aw, ab = absolute(x, wt, b)
+    assert_within(y, ref(fastconv.conv2d, x, wt, b, **kw), ref(fastconv.conv2d, ax, aw, ab, **kw), 9, dtype,
+                  what="depthwise_direct forward with a channel multiplier")
+    algo = next(a for a in cpp.ALGORITHMS["conv_forward"] if a.name == "depthwise_direct")
+    for threads in (1, 3):  # the same bits at any thread count
+        out = np.empty(g.y_shape, dtype)
+        algo.run(x, wt, b, out, g, threads)
+        np.testing.assert_array_equal(out, y)

@@ -91,6 +91,14 @@ def _depthwise_accepts(g):
     return None
 
 
+def _depthwise_forward_accepts(g):
+    """One input channel per group, any number of output channels each (a channel multiplier,
+    or a first layer on a one-channel image)."""
+    if g.C != g.groups:
+        return f"not depthwise (groups {g.groups}, {g.C} in / {g.K} out channels)"
+    return None
+
+
 def _depthwise_backward_data_accepts(g):
     return _depthwise_accepts(g) or _wide_backward_data_accepts(g)
 
@@ -119,7 +127,7 @@ def _backward_data_as_forward(g):
 def make_tables(C, geom):
     """The candidate lists, given the extension module and the geometry packer."""
     forward = [
-        Algorithm("depthwise_direct", _depthwise_accepts,
+        Algorithm("depthwise_direct", _depthwise_forward_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_depthwise(geom(g), x, w, b, y, t)),
         Algorithm("winograd_f23", _winograd_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_f23(geom(g), x, w, b, y, t)),

@@ -36,8 +36,8 @@ void stretches(int64_t n, int threads, const Body& body) {
 template <class T>
 void relu_forward(Arr<T> x, Arr<T> y, int threads) {
   same_size("relu", {x.size(), y.size()});
-  const T* a = x.data();
-  T* b = y.mutable_data();
+  const T* __restrict a = x.data();
+  T* __restrict b = y.mutable_data();
   py::gil_scoped_release release;
   stretches(x.size(), threads, [&](int64_t lo, int64_t hi) {
     for (int64_t e = lo; e < hi; ++e) b[e] = a[e] <= T(0) ? T(0) : a[e];
@@ -48,17 +48,31 @@ void relu_forward(Arr<T> x, Arr<T> y, int threads) {
 template <class T>
 void relu_backward(Arr<T> gy, Arr<T> y, Arr<T> gx, int threads) {
   same_size("relu_backward", {gy.size(), y.size(), gx.size()});
-  const T* g = gy.data();
-  const T* a = y.data();
-  T* out = gx.mutable_data();
+  const T* __restrict g = gy.data();
+  const T* __restrict a = y.data();
+  T* __restrict out = gx.mutable_data();
   py::gil_scoped_release release;
   stretches(gy.size(), threads, [&](int64_t lo, int64_t hi) {
-    for (int64_t e = lo; e < hi; ++e) out[e] = a[e] <= T(0) ? T(0) : g[e];
+    for (int64_t e = lo; e < hi; ++e) {
+      const T ge = g[e];  // loaded unconditionally, so the loop vectorises as a select
+      out[e] = a[e] <= T(0) ? T(0) : ge;
+    }
   });
 }
 
-// One Adam step, in the order of optim._adam_update's NumPy expression:
+// One Adam step over [lo, hi), in the order of optim._adam_update's NumPy expression:
 // m += (1 - b1)(g - m); v += (1 - b2)(g^2 - v); p -= m / (sqrt(v) v_scale + eps) * step_size.
+template <class T>
+void adam_stretch(int64_t lo, int64_t hi, T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
+                  T c1, T c2, T v_scale, T step_size, T eps) {
+  for (int64_t e = lo; e < hi; ++e) {
+    const T ge = g[e], me = m[e] + c1 * (ge - m[e]), ve = v[e] + c2 * (ge * ge - v[e]);
+    m[e] = me;
+    v[e] = ve;
+    p[e] -= me / (std::sqrt(ve) * v_scale + eps) * step_size;
+  }
+}
+
 template <class T>
 void adam_update(Arr<T> p, Arr<T> g, Arr<T> m, Arr<T> v, double b1, double b2, double step_size, double v_scale,
                  double eps, int threads) {
@@ -67,16 +81,9 @@ void adam_update(Arr<T> p, Arr<T> g, Arr<T> m, Arr<T> v, double b1, double b2, d
   const T* gg = g.data();
   T* mm = m.mutable_data();
   T* vv = v.mutable_data();
-  const T c1 = T(1 - b1), c2 = T(1 - b2), vs = T(v_scale), ss = T(step_size), ep = T(eps);
   py::gil_scoped_release release;
   stretches(p.size(), threads, [&](int64_t lo, int64_t hi) {
-    for (int64_t e = lo; e < hi; ++e) {
-      const T gi = gg[e], mi = mm[e] + c1 * (gi - mm[e]), vi = vv[e] + c2 * (gi * gi - vv[e]);
-      mm[e] = mi;
-      vv[e] = vi;
-      const T s = std::sqrt(vi) * vs + ep;
-      pp[e] -= mi / s * ss;
-    }
+    adam_stretch<T>(lo, hi, pp, gg, mm, vv, T(1 - b1), T(1 - b2), T(v_scale), T(step_size), T(eps));
   });
 }
 

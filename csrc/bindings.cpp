@@ -107,6 +107,14 @@ void bind_dtype(py::module_& m) {
     py::gil_scoped_release release;
     kernels(T()).conv_backward_weight_wide(g, gy.data(), x.data(), gw.mutable_data(), threads);
   });
+  m.def("conv_backward_data_winograd_f23", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> w,
+                                              std::optional<Arr<T>> bias, Arr<T> gx, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    if (!(g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1))
+      throw py::value_error("winograd_f23 needs a 3x3 kernel at stride 1 and dilation 1");
+    py::gil_scoped_release release;
+    kernels(T()).conv_backward_data_winograd_f23(g, gy.data(), w.data(), opt_ptr(bias), gx.mutable_data(), threads);
+  });
   m.def("conv_backward_weight_winograd_f23", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x,
                                                 Arr<T> gw, int threads) {
     const ConvGeom g = conv_geom(geom);

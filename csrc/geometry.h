@@ -36,6 +36,7 @@ struct KernelTable {
   void (*conv_backward_data_narrow)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   // Dot products over wide output rows (conv_wide_weight.cpp).
+  void (*conv_backward_data_winograd_f23)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight_winograd_f23)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   void (*conv_backward_weight_wide)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   void (*max_pool_forward)(const PoolGeom&, const T* x, T* y, int64_t* indices, int threads);

@@ -17,6 +17,7 @@ template <class T> void conv_backward_data_col2im(const ConvGeom&, const T* gy, 
 template <class T> bool narrow_backward_data_accepts(const ConvGeom&);
 template <class T> void conv_backward_data_narrow(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
 template <class T> void conv_backward_weight(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
+template <class T> void conv_backward_data_winograd_f23(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
 template <class T> void conv_backward_weight_winograd_f23(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
 template <class T> void conv_backward_weight_wide(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
 template <class T> void max_pool_forward(const PoolGeom&, const T* x, T* y, int64_t* indices, int threads);

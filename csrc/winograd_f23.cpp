@@ -247,9 +247,10 @@ void input_transform_row(const T* split, int64_t U, int64_t tiles_w, T* v, int64
 }
 
 // U = G w G^T for every (k, c) of one group and one position xi, straight into pack_a's MR-row
-// panels. Rows of G: (1,0,0), (1/2,1/2,1/2), (1/2,-1/2,1/2), (0,0,1).
+// panels: rows k and columns c, or (transposed) rows c and columns k. Rows of G: (1,0,0),
+// (1/2,1/2,1/2), (1/2,-1/2,1/2), (0,0,1).
 template <class T>
-void weight_transform(const T* w, int64_t Kg, int64_t Cg, int xi, T* packed) {
+void weight_transform(const T* w, int64_t Kg, int64_t Cg, int xi, bool transposed, T* packed) {
   constexpr int64_t MR = MicroTile<T>::MR;
   auto gmul = [](int row, T v0, T v1, T v2) -> T {
     switch (row) {
@@ -260,18 +261,32 @@ void weight_transform(const T* w, int64_t Kg, int64_t Cg, int xi, T* packed) {
     }
   };
   const int a = xi / 4, b = xi % 4;
-  for (int64_t k0 = 0; k0 < Kg; k0 += MR)
-    for (int64_t c = 0; c < Cg; ++c)
+  const int64_t rows = transposed ? Cg : Kg, cols = transposed ? Kg : Cg;
+  for (int64_t r0 = 0; r0 < rows; r0 += MR)
+    for (int64_t col = 0; col < cols; ++col)
       for (int64_t i = 0; i < MR; ++i) {
         T u = T(0);
-        if (k0 + i < Kg) {
-          const T* f = w + ((k0 + i) * Cg + c) * 9;
-          T col[3];
-          for (int s = 0; s < 3; ++s) col[s] = gmul(a, f[s], f[3 + s], f[6 + s]);
-          u = gmul(b, col[0], col[1], col[2]);
+        if (r0 + i < rows) {
+          const int64_t k = transposed ? col : r0 + i, c = transposed ? r0 + i : col;
+          const T* f = w + (k * Cg + c) * 9;
+          T colv[3];
+          for (int s = 0; s < 3; ++s) colv[s] = gmul(a, f[s], f[3 + s], f[6 + s]);
+          u = gmul(b, colv[0], colv[1], colv[2]);
         }
-        packed[k0 * Cg + c * MR + i] = u;
+        packed[r0 * cols + col * MR + i] = u;
       }
+}
+
+// The lanes of v from n on replaced by zero (n <= 0: all of them).
+inline VecOf<float> keep_lanes(VecOf<float> v, int64_t n) {
+  typedef int32_t I __attribute__((vector_size(32)));
+  const I lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  return lane < static_cast<int32_t>(n) ? v : VecOf<float>{};
+}
+inline VecOf<double> keep_lanes(VecOf<double> v, int64_t n) {
+  typedef int64_t I __attribute__((vector_size(32)));
+  const I lane = {0, 1, 2, 3};
+  return lane < n ? v : VecOf<double>{};
 }
 
 }  // namespace
@@ -297,7 +312,7 @@ void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const 
   T* packed_u = static_cast<T*>(thread_workspace(sizeof(T) * 16 * per_xi * g.groups, kSlotShared));
   parallel_tasks(g.groups * 16, threads, [&](int64_t task) {
     const int64_t gi = task / 16;
-    weight_transform(w + gi * Kg * Cg * 9, Kg, Cg, static_cast<int>(task % 16), packed_u + task * per_xi);
+    weight_transform(w + gi * Kg * Cg * 9, Kg, Cg, static_cast<int>(task % 16), false, packed_u + task * per_xi);
   });
 
   // A task: a block of tile rows (crossing images) of one group, its transformed inputs and
@@ -360,6 +375,126 @@ void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const 
         }
       }
     }
+  });
+}
+
+// Backward-data as the adjoint of the forward algorithm (no flipped-kernel forward): with
+// Z_t = A gy_t A^T, dV_t[c] = sum_k U[k,c] (.) Z_t[k] (16 GEMMs, U^T as A), and each tile's
+// dd_t = B dV_t B^T is added into grad_x where the forward read d_t. Over the forward's tiles,
+// not the flipped-kernel forward's: for a valid conv (MNIST's 11x11 -> 13x13) 36 tiles per
+// image instead of 49. Input tiles overlap (4x4 at stride 2), so a task takes whole images and
+// adds each image's tiles in order into one accumulator per channel (rows split by column
+// parity, as split_rows reads them).
+template <class T>
+void conv_backward_data_winograd_f23(const ConvGeom& g, const T* gy, const T* w, const T* bias, T* gx, int threads) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes;
+  constexpr int64_t NR = MicroTile<T>::NR;
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, OHW = g.OH * g.OW, HW = g.H * g.W;
+  const Tiling tl = tiling(g, L);
+  const int64_t per_image = tl.tiles_h * tl.tiles_w;
+  if (g.N * g.C * HW == 0) return;
+  if (per_image == 0 || !all_finite(w, g.K * Cg * 9) || !all_finite(gy, g.N * g.K * OHW))
+    return conv_backward_data<T>(g, gy, w, bias, gx, threads);
+
+  const int64_t per_xi = packed_a_size<T>(Cg, Kg);
+  T* packed_ut = static_cast<T*>(thread_workspace(sizeof(T) * 16 * per_xi * g.groups, kSlotShared));
+  parallel_tasks(g.groups * 16, threads, [&](int64_t task) {
+    const int64_t gi = task / 16;
+    weight_transform(w + gi * Kg * Cg * 9, Kg, Cg, static_cast<int>(task % 16), true, packed_ut + task * per_xi);
+  });
+
+  // A task: a block of whole images of one group, its Z and dV under kBlockBytes; blocks shrink
+  // until there are 8 tasks.
+  const int64_t per_img_bytes = 16 * (Cg + Kg) * per_image * int64_t(sizeof(T));
+  int64_t block = min64(max64(1, kBlockBytes / per_img_bytes), g.N);
+  while (g.groups * ceil_div(g.N, block) < 8 && block > 1) block = ceil_div(block, 2);
+  const int64_t nblocks = ceil_div(g.N, block);
+  const int64_t acc_rows = 2 * tl.tiles_h + 2;
+
+  parallel_tasks(g.groups * nblocks, threads, [&](int64_t task) {
+    const int64_t gi = task / nblocks, n0 = (task % nblocks) * block, n1 = min64(n0 + block, g.N);
+    const int64_t nt = (n1 - n0) * per_image;
+    const int64_t ld = round_up(nt + L, NR);  // slack for the last row's extra lanes
+    const int64_t zs = Kg * ld + kSkew<T>, ds = Cg * ld + kSkew<T>;
+    T* z = static_cast<T*>(thread_workspace(sizeof(T) * 16 * zs, kSlotTile));
+    T* dv = static_cast<T*>(thread_workspace(sizeof(T) * 16 * ds, kSlotTile2));
+    T* work = static_cast<T*>(thread_workspace(sizeof(T) * (2 * tl.tiles_h * 2 * tl.U + acc_rows * 2 * tl.U + 2 * tl.U),
+                                               kSlotPackA));
+    T* split = work;                                 // one grad_out plane, rows split by parity
+    T* acc = split + 2 * tl.tiles_h * 2 * tl.U;      // one grad_x plane, rows split by parity
+    T* row = acc + acc_rows * 2 * tl.U;              // one grad_x row, interleaved
+
+    // Z = A gy A^T, A's rows (1,0), (1,1), (1,-1), (0,-1); Z[xi][k][t].
+    for (int64_t k = 0; k < Kg; ++k)
+      for (int64_t n = n0; n < n1; ++n) {
+        split_rows(gy + (n * g.K + gi * Kg + k) * OHW, g.OH, g.OW, 0, 0, 2 * tl.tiles_h, tl.U, split);
+        for (int64_t th = 0; th < tl.tiles_h; ++th) {
+          const T* sr = split + 4 * th * tl.U;
+          T* zt = z + k * ld + (n - n0) * per_image + th * tl.tiles_w;
+          for (int64_t tw = 0; tw < tl.tiles_w; tw += L) {
+            V zr[2][4];  // gy A^T, per grad_out row
+            for (int a = 0; a < 2; ++a) {
+              const V g0 = load(sr + 2 * a * tl.U + tw), g1 = load(sr + (2 * a + 1) * tl.U + tw);
+              zr[a][0] = g0;
+              zr[a][1] = g0 + g1;
+              zr[a][2] = g0 - g1;
+              zr[a][3] = -g1;
+            }
+            for (int b = 0; b < 4; ++b) {
+              store(zt + (0 * 4 + b) * zs + tw, zr[0][b]);
+              store(zt + (1 * 4 + b) * zs + tw, zr[0][b] + zr[1][b]);
+              store(zt + (2 * 4 + b) * zs + tw, zr[0][b] - zr[1][b]);
+              store(zt + (3 * 4 + b) * zs + tw, -zr[1][b]);
+            }
+          }
+        }
+      }
+    for (int xi = 0; xi < 16; ++xi)
+      gemm_packed<T>(Cg, nt, Kg, packed_ut + (gi * 16 + xi) * per_xi, z + xi * zs, ld, dv + xi * ds, ld, false);
+
+    // dd = B dV B^T (B^T's rows (1,0,-1,0), (0,1,1,0), (0,-1,1,0), (0,1,0,-1), transposed),
+    // added into the accumulator: tile (th, tw) covers its rows 2th .. 2th + 3 and, per row,
+    // even[tw], odd[tw], even[tw + 1], odd[tw + 1]. Lanes past the tile row are masked off.
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t n = n0; n < n1; ++n) {
+        std::memset(acc, 0, sizeof(T) * acc_rows * 2 * tl.U);
+        for (int64_t th = 0; th < tl.tiles_h; ++th) {
+          const T* src = dv + c * ld + (n - n0) * per_image + th * tl.tiles_w;
+          for (int64_t tw = 0; tw < tl.tiles_w; tw += L) {
+            V m[4][4];
+            for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = keep_lanes(load(src + xi * ds + tw), tl.tiles_w - tw);
+            V q[4][4];  // B dV
+            for (int j = 0; j < 4; ++j) {
+              q[0][j] = m[0][j];
+              q[1][j] = m[1][j] - m[2][j] + m[3][j];
+              q[2][j] = m[1][j] + m[2][j] - m[0][j];
+              q[3][j] = -m[3][j];
+            }
+            for (int i = 0; i < 4; ++i) {  // (B dV) B^T, into row 2th + i
+              T* even = acc + (2 * th + i) * 2 * tl.U + tw;
+              T* odd = even + tl.U;
+              store(even, load(even) + q[i][0]);
+              store(odd, load(odd) + (q[i][1] - q[i][2] + q[i][3]));
+              store(even + 1, load(even + 1) + (q[i][1] + q[i][2] - q[i][0]));
+              store(odd + 1, load(odd + 1) - q[i][3]);
+            }
+          }
+        }
+        // grad_x row ih is accumulator row ih + ph, column iw its column iw + pw.
+        const T b = bias ? bias[gi * Cg + c] : T(0);
+        T* out = gx + (n * g.C + gi * Cg + c) * HW;
+        for (int64_t ih = 0; ih < g.H; ++ih) {
+          const T* even = acc + (ih + g.ph) * 2 * tl.U;
+          for (int64_t u = 0; u < tl.U; u += L) {
+            V lo, hi;
+            interleave(load(even + u), load(even + tl.U + u), lo, hi);
+            store(row + 2 * u, lo);
+            store(row + 2 * u + L, hi);
+          }
+          for (int64_t iw = 0; iw < g.W; ++iw) out[ih * g.W + iw] = row[iw + g.pw] + b;
+        }
+      }
   });
 }
 
@@ -511,6 +646,7 @@ void conv_backward_weight_winograd_f23(const ConvGeom& g, const T* gy, const T* 
 #define FC_INSTANTIATE(T)                                                                                     \
   template bool winograd_f23_accepts<T>(const ConvGeom&);                                                     \
   template void conv_forward_winograd_f23<T>(const ConvGeom&, const T*, const T*, const T*, T*, int);         \
+  template void conv_backward_data_winograd_f23<T>(const ConvGeom&, const T*, const T*, const T*, T*, int); \
   template void conv_backward_weight_winograd_f23<T>(const ConvGeom&, const T*, const T*, T*, int);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)

@@ -64,7 +64,7 @@ def test_forced_forward_algorithms(case, dtype, name, rng):
 
 
 @pytest.mark.parametrize("case", WINOGRAD_EDGES)
-@pytest.mark.parametrize("name", ["winograd_f23", "implicit_gemm_subpixel"])
+@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f23_adjoint", "implicit_gemm_subpixel"])
 def test_forced_backward_data_algorithms(case, name, rng):
     n, c, h, w, k, groups, padding = case
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
@@ -506,3 +506,19 @@ def test_forced_depthwise_forward_with_a_channel_multiplier(case, dtype, rng):
         out = np.empty(g.y_shape, dtype)
         algo.run(x, wt, b, out, g, threads)
         np.testing.assert_array_equal(out, y)
+
+
+@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f23_adjoint"])
+def test_winograd_backward_with_infinities_matches_the_direct_sum(name, rng):
+    """An infinite grad_out (backward-data) or x (backward-weight) goes to the direct sums."""
+    x = rng.standard_normal((2, 8, 8, 8))
+    w = rng.standard_normal((8, 8, 3, 3))
+    gy = rng.standard_normal((2, 8, 8, 8))
+    gy[1, 0, 5, 5], x[0, 2, 3, 3] = np.inf, -np.inf
+    with cpp_algorithms.force(name):
+        gx, gw, _ = fastconv.conv2d_backward(gy, x, w, None, padding=1, backend="cpp")
+    for got, want in zip((gx, gw), ref(fastconv.conv2d_backward, gy, x, w, None, padding=1)[:2]):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-10, atol=1e-10)

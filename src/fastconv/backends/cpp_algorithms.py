@@ -140,6 +140,8 @@ def make_tables(C, geom):
         Algorithm("winograd_f23", _winograd_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_winograd_f23(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
+        Algorithm("winograd_f23_adjoint", _winograd_accepts,
+                  lambda gy, w, b, gx, g, t: C.conv_backward_data_winograd_f23(geom(g), gy, w, b, gx, t)),
         Algorithm("depthwise_direct", _depthwise_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_depthwise(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),

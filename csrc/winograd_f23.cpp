@@ -246,35 +246,48 @@ void input_transform_row(const T* split, int64_t U, int64_t tiles_w, T* v, int64
   }
 }
 
-// U = G w G^T for every (k, c) of one group and one position xi, straight into pack_a's MR-row
-// panels: rows k and columns c, or (transposed) rows c and columns k. Rows of G: (1,0,0),
-// (1/2,1/2,1/2), (1/2,-1/2,1/2), (0,0,1).
+// U = G w G^T, all 16 positions xi, for the (k, c) of one MR-row panel of one group, straight
+// into pack_a's panels (xi's packed matrix at packed + xi * per_xi): rows k and columns c, or
+// (transposed) rows c and columns k. Rows of G: (1,0,0), (1/2,1/2,1/2), (1/2,-1/2,1/2), (0,0,1).
 template <class T>
-void weight_transform(const T* w, int64_t Kg, int64_t Cg, int xi, bool transposed, T* packed) {
+void weight_transform_panel(const T* w, int64_t Kg, int64_t Cg, int64_t r0, bool transposed, T* packed,
+                            int64_t per_xi) {
   constexpr int64_t MR = MicroTile<T>::MR;
-  auto gmul = [](int row, T v0, T v1, T v2) -> T {
-    switch (row) {
-      case 0: return v0;
-      case 1: return T(0.5) * (v0 + v1 + v2);
-      case 2: return T(0.5) * (v0 - v1 + v2);
-      default: return v2;
-    }
-  };
-  const int a = xi / 4, b = xi % 4;
   const int64_t rows = transposed ? Cg : Kg, cols = transposed ? Kg : Cg;
-  for (int64_t r0 = 0; r0 < rows; r0 += MR)
-    for (int64_t col = 0; col < cols; ++col)
-      for (int64_t i = 0; i < MR; ++i) {
-        T u = T(0);
-        if (r0 + i < rows) {
-          const int64_t k = transposed ? col : r0 + i, c = transposed ? r0 + i : col;
-          const T* f = w + (k * Cg + c) * 9;
-          T colv[3];
-          for (int s = 0; s < 3; ++s) colv[s] = gmul(a, f[s], f[3 + s], f[6 + s]);
-          u = gmul(b, colv[0], colv[1], colv[2]);
+  for (int64_t col = 0; col < cols; ++col)
+    for (int64_t i = 0; i < MR; ++i) {
+      T u[4][4] = {};
+      if (r0 + i < rows) {
+        const int64_t k = transposed ? col : r0 + i, c = transposed ? r0 + i : col;
+        const T* f = w + (k * Cg + c) * 9;
+        T gf[4][3];  // G f
+        for (int s = 0; s < 3; ++s) {
+          gf[0][s] = f[s];
+          gf[1][s] = T(0.5) * (f[s] + f[3 + s] + f[6 + s]);
+          gf[2][s] = T(0.5) * (f[s] - f[3 + s] + f[6 + s]);
+          gf[3][s] = f[6 + s];
         }
-        packed[r0 * cols + col * MR + i] = u;
+        for (int a = 0; a < 4; ++a) {  // (G f) G^T
+          u[a][0] = gf[a][0];
+          u[a][1] = T(0.5) * (gf[a][0] + gf[a][1] + gf[a][2]);
+          u[a][2] = T(0.5) * (gf[a][0] - gf[a][1] + gf[a][2]);
+          u[a][3] = gf[a][2];
+        }
       }
+      for (int xi = 0; xi < 16; ++xi) packed[xi * per_xi + r0 * cols + col * MR + i] = u[xi / 4][xi % 4];
+    }
+}
+
+// Every group's U, packed per (group, xi) at packed + (gi * 16 + xi) * per_xi; tasks per panel.
+template <class T>
+void weight_transform(const ConvGeom& g, const T* w, bool transposed, T* packed, int64_t per_xi, int threads) {
+  constexpr int64_t MR = MicroTile<T>::MR;
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, panels = ceil_div(transposed ? Cg : Kg, MR);
+  parallel_tasks(g.groups * panels, threads, [&](int64_t task) {
+    const int64_t gi = task / panels;
+    weight_transform_panel(w + gi * Kg * Cg * 9, Kg, Cg, (task % panels) * MR, transposed,
+                           packed + gi * 16 * per_xi, per_xi);
+  });
 }
 
 // The lanes of v from n on replaced by zero (n <= 0: all of them).
@@ -310,10 +323,7 @@ void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const 
 
   const int64_t per_xi = packed_a_size<T>(Kg, Cg);
   T* packed_u = static_cast<T*>(thread_workspace(sizeof(T) * 16 * per_xi * g.groups, kSlotShared));
-  parallel_tasks(g.groups * 16, threads, [&](int64_t task) {
-    const int64_t gi = task / 16;
-    weight_transform(w + gi * Kg * Cg * 9, Kg, Cg, static_cast<int>(task % 16), false, packed_u + task * per_xi);
-  });
+  weight_transform(g, w, false, packed_u, per_xi, threads);
 
   // A task: a block of tile rows (crossing images) of one group, its transformed inputs and
   // products under kBlockBytes; blocks shrink until there are 8 tasks.
@@ -399,10 +409,7 @@ void conv_backward_data_winograd_f23(const ConvGeom& g, const T* gy, const T* w,
 
   const int64_t per_xi = packed_a_size<T>(Cg, Kg);
   T* packed_ut = static_cast<T*>(thread_workspace(sizeof(T) * 16 * per_xi * g.groups, kSlotShared));
-  parallel_tasks(g.groups * 16, threads, [&](int64_t task) {
-    const int64_t gi = task / 16;
-    weight_transform(w + gi * Kg * Cg * 9, Kg, Cg, static_cast<int>(task % 16), true, packed_ut + task * per_xi);
-  });
+  weight_transform(g, w, true, packed_ut, per_xi, threads);
 
   // A task: a block of whole images of one group, its Z and dV under kBlockBytes; blocks shrink
   // until there are 8 tasks.

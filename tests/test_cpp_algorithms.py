@@ -522,3 +522,17 @@ def test_winograd_backward_with_infinities_matches_the_direct_sum(name, rng):
         np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
         finite = np.isfinite(want)
         np.testing.assert_allclose(got[finite], want[finite], rtol=1e-10, atol=1e-10)
+
+
+def test_winograd_declines_problems_whose_transforms_would_not_fit_a_bounded_workspace():
+    big_image = P.conv_params(np.zeros((1, 256, 224, 224), np.float32), np.zeros((256, 256, 3, 3), np.float32),
+                              None, 1, 1, 1, 1)[5]
+    reasons = dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_backward_data"], big_image))
+    assert reasons["winograd_f23_adjoint"] == \
+        "one image would take 784 MiB of transforms (winograd_f23_adjoint works on whole images)"
+    assert reasons["winograd_f23"] is None  # tile rows at a time: 7 MiB
+    wide_row = P.conv_params(np.zeros((1, 2048, 4, 1000), np.float32), np.zeros((2048, 2048, 3, 3), np.float32),
+                             None, 1, 1, 1, 1)[5]
+    for primitive in ("conv_forward", "conv_backward_weight"):
+        assert dict(cpp_algorithms.explain(cpp.ALGORITHMS[primitive], wide_row))["winograd_f23"] == \
+            "one row of tiles would take 250 MiB of transforms"

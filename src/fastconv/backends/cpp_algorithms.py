@@ -61,8 +61,34 @@ def _winograd_accepts(g):
     return None
 
 
-def _winograd_backward_data_accepts(g):
+# Workspace bounds of the Winograd kernels (float64, the larger case): a task transforms at
+# least one tile row (forward, backward-weight) or one whole image (the adjoint backward-data).
+_WINOGRAD_ROW_BYTES = 32 << 20
+_WINOGRAD_IMAGE_BYTES = 64 << 20
+
+
+def _winograd_bytes(g, tile_rows):
+    """Bytes of the 16 transformed planes of `tile_rows` rows of 2x2 output tiles, in and out."""
+    return 16 * (g.C // g.groups + g.K // g.groups) * tile_rows * -(-g.out_w // 2) * 8
+
+
+def _winograd_bounded_accepts(g):
     why = _winograd_accepts(g)
+    if why is None and _winograd_bytes(g, 1) > _WINOGRAD_ROW_BYTES:
+        return f"one row of tiles would take {_winograd_bytes(g, 1) >> 20} MiB of transforms"
+    return why
+
+
+def _winograd_adjoint_accepts(g):
+    why = _winograd_bounded_accepts(g)
+    if why is None and _winograd_bytes(g, -(-g.out_h // 2)) > _WINOGRAD_IMAGE_BYTES:
+        return (f"one image would take {_winograd_bytes(g, -(-g.out_h // 2)) >> 20} MiB of transforms "
+                f"(winograd_f23_adjoint works on whole images)")
+    return why
+
+
+def _winograd_backward_data_accepts(g):
+    why = _winograd_accepts(g) or _winograd_bounded_accepts(_backward_data_as_forward(g))
     if why is None and (g.pad_h > 2 or g.pad_w > 2):
         return "padding above 2 would make the transposed problem's padding negative"
     return why
@@ -129,7 +155,7 @@ def make_tables(C, geom):
     forward = [
         Algorithm("depthwise_direct", _depthwise_forward_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_depthwise(geom(g), x, w, b, y, t)),
-        Algorithm("winograd_f23", _winograd_accepts,
+        Algorithm("winograd_f23", _winograd_bounded_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_f23(geom(g), x, w, b, y, t)),
         Algorithm("implicit_gemm_wide", _always,
                   lambda x, w, b, y, g, t: C.conv_forward_wide(geom(g), x, w, b, y, t)),
@@ -140,7 +166,7 @@ def make_tables(C, geom):
         Algorithm("winograd_f23", _winograd_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_winograd_f23(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
-        Algorithm("winograd_f23_adjoint", _winograd_accepts,
+        Algorithm("winograd_f23_adjoint", _winograd_adjoint_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_backward_data_winograd_f23(geom(g), gy, w, b, gx, t)),
         Algorithm("depthwise_direct", _depthwise_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_depthwise(
@@ -158,7 +184,7 @@ def make_tables(C, geom):
     backward_weight = [
         Algorithm("depthwise_direct", _depthwise_accepts,
                   lambda gy, x, gw, g, t: C.conv_backward_weight_depthwise(geom(g), gy, x, gw, t)),
-        Algorithm("winograd_f23", _winograd_accepts,
+        Algorithm("winograd_f23", _winograd_bounded_accepts,
                   lambda gy, x, gw, g, t: C.conv_backward_weight_winograd_f23(geom(g), gy, x, gw, t)),
         Algorithm("dot_wide", _dot_wide_accepts,
                   lambda gy, x, gw, g, t: C.conv_backward_weight_wide(geom(g), gy, x, gw, t)),

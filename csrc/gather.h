@@ -41,6 +41,8 @@ static inline void column_ranges(int64_t nw, const int64_t* offs_w, int64_t step
   }
 }
 
+constexpr int64_t kSmallGrid = 64;  // output pixels per image up to which gather_patch uses a table
+
 // Writes rows [row0, row0 + nrows) and columns [q0, q0 + nq) of the patch matrix. Row rr =
 // row - row0 goes to out + (rr / panel) * panel_stride + (rr % panel) * row_stride, column t
 // at + t * col_stride: panel = 1 gives a plain row-major matrix (panel_stride = its width),
@@ -53,6 +55,23 @@ static void gather_patch(const PatchSpec& p, const T* src, int64_t row0, int64_t
     const int64_t c = row / taps, i = (row % taps) / p.nw, j = row % p.nw;
     const int64_t rr = row - row0, lo = p.col_lo[j], hi = p.col_hi[j], off_w = p.offs_w[j];
     T* o = out + (rr / panel) * panel_stride + (rr % panel) * row_stride;
+    if (grid <= kSmallGrid) {
+      // Small planes (MNIST's 3x3 grids): rows of a few elements made the segment loop below
+      // cost more per element than the copy. A table of this tap's source offsets over one
+      // image's grid (-1 in the padding), then one lookup per element.
+      int64_t tab[kSmallGrid];
+      for (int64_t q = 0; q < grid; ++q) {
+        const int64_t ih = (q / p.grid_w) * p.step_h + p.offs_h[i], iw = (q % p.grid_w) * p.step_w + off_w;
+        tab[q] = ih >= 0 && ih < p.Hs && iw >= 0 && iw < p.Ws ? ih * p.Ws + iw : -1;
+      }
+      int64_t n = q0 / grid, q = q0 % grid;
+      const T* plane = src + n * p.image_stride + c * p.Hs * p.Ws;
+      for (int64_t t = 0; t < nq; ++t) {
+        o[t * col_stride] = tab[q] >= 0 ? plane[tab[q]] : T(0);
+        if (++q == grid) q = 0, plane += p.image_stride;
+      }
+      continue;
+    }
     int64_t n = q0 / grid, qh = (q0 % grid) / p.grid_w, qw = q0 % p.grid_w, t = 0;
     while (t < nq) {
       const int64_t seg = min64(nq - t, p.grid_w - qw);

@@ -34,6 +34,12 @@ PoolGeom pool_geom(const std::array<int64_t, 16>& v) {
   return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]};
 }
 
+// The Winograd kernels tile a 3x3 stride-1 kernel; anything else would read out of bounds.
+void require_winograd_geometry(const ConvGeom& g) {
+  if (!(g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1))
+    throw py::value_error("winograd_f23 needs a 3x3 kernel at stride 1 and dilation 1");
+}
+
 template <class T>
 const T* opt_ptr(const std::optional<Arr<T>>& a) {
   return a ? a->data() : nullptr;
@@ -71,8 +77,7 @@ void bind_dtype(py::module_& m) {
   m.def("conv_forward_winograd_f23", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w,
                                         std::optional<Arr<T>> bias, Arr<T> y, int threads) {
     const ConvGeom g = conv_geom(geom);
-    if (!(g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1))
-      throw py::value_error("winograd_f23 needs a 3x3 kernel at stride 1 and dilation 1");
+    require_winograd_geometry(g);
     py::gil_scoped_release release;
     kernels(T()).conv_forward_winograd_f23(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
   });
@@ -110,16 +115,14 @@ void bind_dtype(py::module_& m) {
   m.def("conv_backward_data_winograd_f23", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> w,
                                               std::optional<Arr<T>> bias, Arr<T> gx, int threads) {
     const ConvGeom g = conv_geom(geom);
-    if (!(g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1))
-      throw py::value_error("winograd_f23 needs a 3x3 kernel at stride 1 and dilation 1");
+    require_winograd_geometry(g);
     py::gil_scoped_release release;
     kernels(T()).conv_backward_data_winograd_f23(g, gy.data(), w.data(), opt_ptr(bias), gx.mutable_data(), threads);
   });
   m.def("conv_backward_weight_winograd_f23", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x,
                                                 Arr<T> gw, int threads) {
     const ConvGeom g = conv_geom(geom);
-    if (!(g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1))
-      throw py::value_error("winograd_f23 needs a 3x3 kernel at stride 1 and dilation 1");
+    require_winograd_geometry(g);
     py::gil_scoped_release release;
     kernels(T()).conv_backward_weight_winograd_f23(g, gy.data(), x.data(), gw.mutable_data(), threads);
   });

@@ -6,12 +6,13 @@
 // time packing and on idle register rows (MobileNet's 3x3 stride-2 layer ran at 2 GFLOP/s).
 // Here each plane is copied once into its stride-phase slabs (wide.h), and then every tap is
 // one vectorised multiply-add over the plane's wide rows: y_wide[q] += w[r][s] * slab[tap + q],
-// taps in order, for blocks of output channels and of q held in registers. Backward-weight is R*S dot products per plane over the same layout, grad_out
-// laid out wide with zeros in the dropped columns (so an x that is not all finite, whose inf
-// would meet one of those zeros, goes to implicit_gemm's kernel instead).
+// taps in order, for blocks of output channels and of q held in registers. Backward-weight is
+// R*S dot products per plane over the same layout, grad_out laid out wide with zeros in the
+// dropped columns (so an x that is not all finite, whose inf would meet one of those zeros, goes
+// to implicit_gemm's kernel instead).
 //
-// Tasks: forward, one input plane (image, channel) each, all its output channels; backward-weight, one channel each (all
-// images in order inside). Fixed summation orders: results do not depend on the thread count.
+// Tasks: forward, one input plane (image, channel) each, all its output channels;
+// backward-weight, one channel each (all images in order inside). Fixed summation orders: results do not depend on the thread count.
 #include <cstring>
 #include <vector>
 
@@ -66,20 +67,14 @@ void conv_forward_depthwise(const ConvGeom& g, const T* x, const T* w, const T* 
   const int64_t Wp = lay.Wp, srows = g.OH + lay.halo, phase_stride = srows * Wp, RS = g.R * g.S;
   const int64_t Q = g.OH > 0 ? (g.OH - 1) * Wp + g.OW : 0, Kg = g.K / g.groups;
   const int64_t slab_size = lay.phases * phase_stride + kSlack, wide = round_up(Q, kSlack) + kSlack;
+  std::vector<int64_t> tap(RS);  // each tap's start within a plane's slabs
+  for (int64_t t = 0; t < RS; ++t) tap[t] = tap_offset(g, Wp, phase_stride, t / g.S, t % g.S);
   parallel_tasks(g.N * g.groups, threads, [&](int64_t plane) {  // plane = (image, input channel = group)
     const int64_t n = plane / g.groups, gi = plane % g.groups;
     T* slab = static_cast<T*>(thread_workspace(sizeof(T) * slab_size, kSlotPackA));
     T* acc = static_cast<T*>(thread_workspace(sizeof(T) * KB * wide, kSlotTile));
     build_slabs(g, x + plane * g.H * g.W, 1, 0, srows, Wp, slab, lay.phases * phase_stride, phase_stride);
     for (int64_t e = lay.phases * phase_stride; e < slab_size; ++e) slab[e] = T(0);
-    int64_t taps[64];
-    std::vector<int64_t> many;
-    int64_t* tap = taps;
-    if (RS > 64) {
-      many.resize(RS);
-      tap = many.data();
-    }
-    for (int64_t t = 0; t < RS; ++t) tap[t] = tap_offset(g, Wp, phase_stride, t / g.S, t % g.S);
     for (int64_t k0 = 0; k0 < Kg;) {
       const int kb = Kg - k0 >= KB ? KB : 1;
       const T* wk[KB];
@@ -89,9 +84,9 @@ void conv_forward_depthwise(const ConvGeom& g, const T* x, const T* w, const T* 
         out[k] = acc + k * wide;
       }
       if (kb == KB)
-        for (int64_t q0 = 0; q0 < Q; q0 += NV4 * L) direct_block<T, KB, NV4>(slab, tap, RS, wk, q0, out);
+        for (int64_t q0 = 0; q0 < Q; q0 += NV4 * L) direct_block<T, KB, NV4>(slab, tap.data(), RS, wk, q0, out);
       else
-        for (int64_t q0 = 0; q0 < Q; q0 += NV1 * L) direct_block<T, 1, NV1>(slab, tap, RS, wk, q0, out);
+        for (int64_t q0 = 0; q0 < Q; q0 += NV1 * L) direct_block<T, 1, NV1>(slab, tap.data(), RS, wk, q0, out);
       for (int k = 0; k < kb; ++k) {
         const int64_t ko = gi * Kg + k0 + k;
         const T b = bias ? bias[ko] : T(0);

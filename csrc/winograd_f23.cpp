@@ -1,6 +1,7 @@
 // Winograd F(2x2, 3x3) for 3x3 kernels at stride 1, dilation 1 (Lavin & Gray, "Fast
-// Algorithms for Convolutional Neural Networks", 2016): forward (and so backward-data, the
-// flipped-kernel forward) and backward-weight.
+// Algorithms for Convolutional Neural Networks", 2016): forward (which the Python side also runs
+// as backward-data with the flipped kernel), its adjoint (backward-data over the forward's
+// tiles) and backward-weight.
 //
 // Forward: each 2x2 output tile needs 16 multiplies per (k, c) instead of 36. With U = G w G^T
 // (the 4x4 transformed kernel) and V = B^T d B (the transformed 4x4 input tile d), the tile is
@@ -21,7 +22,7 @@
 // The transforms subtract inputs, so an infinite input would give inf - inf = NaN where the
 // direct sum gives +-inf (PyTorch's answer): such inputs go to the implicit GEMM instead.
 // Every output element is produced by one task in an order fixed by the shape, and the
-// backward-weight sums over windows of tiles in window order: thread-count independent.
+// backward-weight's per-chunk partial sums are added in chunk order: thread-count independent.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -246,6 +247,35 @@ void input_transform_row(const T* split, int64_t U, int64_t tiles_w, T* v, int64
   }
 }
 
+// Z = A gy A^T for one 2x2 grad_out tile given as vectors (lane-wise: tiles or channels),
+// gt[i][j] = gy row i, column j; Z[xi] stored at out + xi * xi_stride. A's rows (1,0), (1,1),
+// (1,-1), (0,-1).
+template <class T>
+inline void grad_out_transform(const VecOf<T> (&gt)[2][2], T* out, int64_t xi_stride) {
+  typedef VecOf<T> V;
+  V zr[2][4];  // gy A^T, per grad_out row
+  for (int a = 0; a < 2; ++a) {
+    zr[a][0] = gt[a][0];
+    zr[a][1] = gt[a][0] + gt[a][1];
+    zr[a][2] = gt[a][0] - gt[a][1];
+    zr[a][3] = -gt[a][1];
+  }
+  for (int b = 0; b < 4; ++b) {
+    store(out + (0 * 4 + b) * xi_stride, zr[0][b]);
+    store(out + (1 * 4 + b) * xi_stride, zr[0][b] + zr[1][b]);
+    store(out + (2 * 4 + b) * xi_stride, zr[0][b] - zr[1][b]);
+    store(out + (3 * 4 + b) * xi_stride, -zr[1][b]);
+  }
+}
+
+// Items (tile rows or images) per task: a task's transforms under kBlockBytes, halved until
+// there are 8 tasks over the groups.
+inline int64_t task_block(int64_t item_bytes, int64_t items, int64_t groups) {
+  int64_t block = min64(max64(1, kBlockBytes / item_bytes), items);
+  while (groups * ceil_div(items, block) < 8 && block > 1) block = ceil_div(block, 2);
+  return block;
+}
+
 // U = G w G^T, all 16 positions xi, for the (k, c) of one MR-row panel of one group, straight
 // into pack_a's panels (xi's packed matrix at packed + xi * per_xi): rows k and columns c, or
 // (transposed) rows c and columns k. Rows of G: (1,0,0), (1/2,1/2,1/2), (1/2,-1/2,1/2), (0,0,1).
@@ -305,11 +335,6 @@ inline VecOf<double> keep_lanes(VecOf<double> v, int64_t n) {
 }  // namespace
 
 template <class T>
-bool winograd_f23_accepts(const ConvGeom& g) {
-  return g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
-}
-
-template <class T>
 void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
   typedef VecOf<T> V;
   constexpr int L = Vec<T>::kLanes;
@@ -325,11 +350,8 @@ void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const 
   T* packed_u = static_cast<T*>(thread_workspace(sizeof(T) * 16 * per_xi * g.groups, kSlotShared));
   weight_transform(g, w, false, packed_u, per_xi, threads);
 
-  // A task: a block of tile rows (crossing images) of one group, its transformed inputs and
-  // products under kBlockBytes; blocks shrink until there are 8 tasks.
-  const int64_t per_row = 16 * (Cg + Kg) * tl.tiles_w * int64_t(sizeof(T));
-  int64_t block = min64(max64(1, kBlockBytes / per_row), tile_rows);
-  while (g.groups * ceil_div(tile_rows, block) < 8 && block > 1) block = ceil_div(block, 2);
+  // A task: a block of tile rows (crossing images) of one group.
+  const int64_t block = task_block(16 * (Cg + Kg) * tl.tiles_w * int64_t(sizeof(T)), tile_rows, g.groups);
   const int64_t nblocks = ceil_div(tile_rows, block);
 
   parallel_tasks(g.groups * nblocks, threads, [&](int64_t task) {
@@ -411,11 +433,8 @@ void conv_backward_data_winograd_f23(const ConvGeom& g, const T* gy, const T* w,
   T* packed_ut = static_cast<T*>(thread_workspace(sizeof(T) * 16 * per_xi * g.groups, kSlotShared));
   weight_transform(g, w, true, packed_ut, per_xi, threads);
 
-  // A task: a block of whole images of one group, its Z and dV under kBlockBytes; blocks shrink
-  // until there are 8 tasks.
-  const int64_t per_img_bytes = 16 * (Cg + Kg) * per_image * int64_t(sizeof(T));
-  int64_t block = min64(max64(1, kBlockBytes / per_img_bytes), g.N);
-  while (g.groups * ceil_div(g.N, block) < 8 && block > 1) block = ceil_div(block, 2);
+  // A task: a block of whole images of one group.
+  const int64_t block = task_block(16 * (Cg + Kg) * per_image * int64_t(sizeof(T)), g.N, g.groups);
   const int64_t nblocks = ceil_div(g.N, block);
   const int64_t acc_rows = 2 * tl.tiles_h + 2;
 
@@ -432,7 +451,7 @@ void conv_backward_data_winograd_f23(const ConvGeom& g, const T* gy, const T* w,
     T* acc = split + 2 * tl.tiles_h * 2 * tl.U;      // one grad_x plane, rows split by parity
     T* row = acc + acc_rows * 2 * tl.U;              // one grad_x row, interleaved
 
-    // Z = A gy A^T, A's rows (1,0), (1,1), (1,-1), (0,-1); Z[xi][k][t].
+    // Z[xi][k][t], on vectors of tiles.
     for (int64_t k = 0; k < Kg; ++k)
       for (int64_t n = n0; n < n1; ++n) {
         split_rows(gy + (n * g.K + gi * Kg + k) * OHW, g.OH, g.OW, 0, 0, 2 * tl.tiles_h, tl.U, split);
@@ -440,20 +459,8 @@ void conv_backward_data_winograd_f23(const ConvGeom& g, const T* gy, const T* w,
           const T* sr = split + 4 * th * tl.U;
           T* zt = z + k * ld + (n - n0) * per_image + th * tl.tiles_w;
           for (int64_t tw = 0; tw < tl.tiles_w; tw += L) {
-            V zr[2][4];  // gy A^T, per grad_out row
-            for (int a = 0; a < 2; ++a) {
-              const V g0 = load(sr + 2 * a * tl.U + tw), g1 = load(sr + (2 * a + 1) * tl.U + tw);
-              zr[a][0] = g0;
-              zr[a][1] = g0 + g1;
-              zr[a][2] = g0 - g1;
-              zr[a][3] = -g1;
-            }
-            for (int b = 0; b < 4; ++b) {
-              store(zt + (0 * 4 + b) * zs + tw, zr[0][b]);
-              store(zt + (1 * 4 + b) * zs + tw, zr[0][b] + zr[1][b]);
-              store(zt + (2 * 4 + b) * zs + tw, zr[0][b] - zr[1][b]);
-              store(zt + (3 * 4 + b) * zs + tw, -zr[1][b]);
-            }
+            const V gt[2][2] = {{load(sr + tw), load(sr + tl.U + tw)}, {load(sr + 2 * tl.U + tw), load(sr + 3 * tl.U + tw)}};
+            grad_out_transform<T>(gt, zt + tw, zs);
           }
         }
       }
@@ -571,8 +578,7 @@ void conv_backward_weight_winograd_f23(const ConvGeom& g, const T* gy, const T* 
         }
       for (int xi = 0; xi < 16; ++xi) pack_a<T>(nc, nt, v + xi * vs, ldv, 1, packed + xi * packed_size);
 
-      // Z = A gy A^T, A's rows (1,0), (1,1), (1,-1), (0,-1), on vectors of k: gyt[i][ow][k] holds
-      // grad_out rows 2th + i, zero past OH, OW and Kg.
+      // Z on vectors of k: gyt[i][ow][k] holds grad_out rows 2th + i, zero past OH, OW and Kg.
       for (int64_t r = w0; r < w1; ++r) {
         const int64_t n = r / tl.tiles_h, th = r % tl.tiles_h;
         for (int i = 0; i < 2; ++i) {
@@ -591,22 +597,9 @@ void conv_backward_weight_winograd_f23(const ConvGeom& g, const T* gy, const T* 
         T* z = zt + (r - w0) * tl.tiles_w * KW;
         for (int64_t tw = 0; tw < tl.tiles_w; ++tw)
           for (int64_t k = 0; k < KW; k += L) {
-            V zr[2][4];  // gy A^T, per grad_out row
-            for (int a = 0; a < 2; ++a) {
-              const T* row = gyt + a * gyt_row + 2 * tw * KW + k;
-              const V g0 = load(row), g1 = load(row + KW);
-              zr[a][0] = g0;
-              zr[a][1] = g0 + g1;
-              zr[a][2] = g0 - g1;
-              zr[a][3] = -g1;
-            }
-            T* out = z + tw * KW + k;
-            for (int b = 0; b < 4; ++b) {
-              store(out + (0 * 4 + b) * zs, zr[0][b]);
-              store(out + (1 * 4 + b) * zs, zr[0][b] + zr[1][b]);
-              store(out + (2 * 4 + b) * zs, zr[0][b] - zr[1][b]);
-              store(out + (3 * 4 + b) * zs, -zr[1][b]);
-            }
+            const T* top = gyt + 2 * tw * KW + k;
+            const V gt[2][2] = {{load(top), load(top + KW)}, {load(top + gyt_row), load(top + gyt_row + KW)}};
+            grad_out_transform<T>(gt, z + tw * KW + k, zs);
           }
       }
       for (int xi = 0; xi < 16; ++xi)
@@ -651,7 +644,6 @@ void conv_backward_weight_winograd_f23(const ConvGeom& g, const T* gy, const T* 
 }
 
 #define FC_INSTANTIATE(T)                                                                                     \
-  template bool winograd_f23_accepts<T>(const ConvGeom&);                                                     \
   template void conv_forward_winograd_f23<T>(const ConvGeom&, const T*, const T*, const T*, T*, int);         \
   template void conv_backward_data_winograd_f23<T>(const ConvGeom&, const T*, const T*, const T*, T*, int); \
   template void conv_backward_weight_winograd_f23<T>(const ConvGeom&, const T*, const T*, T*, int);

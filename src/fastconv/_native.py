@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._threads import get_num_threads
+from ._threads import threads_for_elements
 
 try:
     from . import _C
 except ImportError:  # the extension is not built: the array-library paths are used
     _C = None
-
-_SERIAL_ELEMENTS = 1 << 16  # below this, one thread (as the cpp backend's pools)
 
 
 def available(*arrays):
@@ -21,21 +19,17 @@ def available(*arrays):
         type(a) is np.ndarray and a.dtype in (np.float32, np.float64) and a.flags.c_contiguous for a in arrays)
 
 
-def _threads(n):
-    return 1 if n < _SERIAL_ELEMENTS else get_num_threads()
-
-
 def relu(x):
     y = np.empty_like(x)
-    _C.relu_forward(x, y, _threads(x.size))
+    _C.relu_forward(x, y, threads_for_elements(x.size))
     return y
 
 
 def relu_backward(gy, y):
     gx = np.empty_like(gy)
-    _C.relu_backward(gy, y, gx, _threads(gy.size))
+    _C.relu_backward(gy, y, gx, threads_for_elements(gy.size))
     return gx
 
 
 def adam_update(p, g, m, v, b1, b2, step_size, v_scale, eps):
-    _C.adam_update(p, g, m, v, b1, b2, step_size, v_scale, eps, _threads(p.size))
+    _C.adam_update(p, g, m, v, b1, b2, step_size, v_scale, eps, threads_for_elements(p.size))

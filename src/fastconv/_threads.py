@@ -36,3 +36,13 @@ def get_num_threads() -> int:
     if _num_threads is None:
         _num_threads = _default()
     return _num_threads
+
+
+# Below this many elements of memory-bound work, waking a second thread costs more than it
+# saves (a few microseconds on an idle machine, a scheduler tick on a busy one).
+SERIAL_ELEMENTS = 1 << 16
+
+
+def threads_for_elements(n: int) -> int:
+    """Threads for memory-bound work over n elements: one for small n, else get_num_threads()."""
+    return 1 if n < SERIAL_ELEMENTS else get_num_threads()

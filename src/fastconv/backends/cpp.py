@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _params as P
-from .._threads import get_num_threads
+from .._threads import get_num_threads, threads_for_elements
 from . import cpp_algorithms
 
 try:
@@ -25,10 +25,9 @@ def isa():
     return _C.isa()
 
 
-# Below these sizes waking a second thread costs more than it saves (a few microseconds on an
-# idle machine, a scheduler tick on a busy one); results do not depend on the thread count.
+# Below this size waking a second thread costs more than it saves (as _threads.SERIAL_ELEMENTS
+# for memory-bound work); results do not depend on the thread count.
 _SERIAL_CONV_FLOPS = 4_000_000
-_SERIAL_ELEMENTS = 1 << 16
 
 
 def _conv_threads(g):
@@ -36,7 +35,7 @@ def _conv_threads(g):
 
 
 def _pool_threads(g):
-    return 1 if g.N * g.C * g.H * g.W < _SERIAL_ELEMENTS else get_num_threads()
+    return threads_for_elements(g.N * g.C * g.H * g.W)
 
 
 def _geom(g):
@@ -67,7 +66,7 @@ def bias_grad(gy):
     if gy.dtype != np.float32:
         return gy.sum(axis=(0, 2, 3), dtype=np.float64).astype(gy.dtype)
     out = np.empty(gy.shape[1], np.float32)
-    _C.bias_grad_f32(gy, out, 1 if gy.size < _SERIAL_ELEMENTS else get_num_threads())
+    _C.bias_grad_f32(gy, out, threads_for_elements(gy.size))
     return out
 
 

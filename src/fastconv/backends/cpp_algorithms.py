@@ -111,18 +111,19 @@ def _dot_wide_accepts(g):
     return None
 
 
-def _depthwise_accepts(g):
-    if not (g.groups == g.C == g.K):
-        return f"not depthwise (groups {g.groups}, {g.C} in / {g.K} out channels)"
-    return None
+def _not_depthwise(g):
+    return f"not depthwise (groups {g.groups}, {g.C} in / {g.K} out channels)"
 
 
 def _depthwise_forward_accepts(g):
     """One input channel per group, any number of output channels each (a channel multiplier,
     or a first layer on a one-channel image)."""
-    if g.C != g.groups:
-        return f"not depthwise (groups {g.groups}, {g.C} in / {g.K} out channels)"
-    return None
+    return None if g.C == g.groups else _not_depthwise(g)
+
+
+def _depthwise_accepts(g):
+    """One input and one output channel per group (the backward kernels)."""
+    return None if g.C == g.K == g.groups else _not_depthwise(g)
 
 
 def _depthwise_backward_data_accepts(g):

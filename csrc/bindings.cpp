@@ -40,6 +40,13 @@ void require_winograd_geometry(const ConvGeom& g) {
     throw py::value_error("winograd_f23 needs a 3x3 kernel at stride 1 and dilation 1");
 }
 
+// The fused conv + max pool walks stride-1, undilated, ungrouped conv windows in pairs of rows
+// and columns; anything else would read out of bounds.
+void require_conv_max_pool_geometry(const ConvGeom& g) {
+  if (!(g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.groups == 1 && g.OH >= 2 && g.OW >= 2))
+    throw py::value_error("conv_max_pool needs a stride-1, dilation-1, one-group conv with an output of 2x2 or more");
+}
+
 template <class T>
 const T* opt_ptr(const std::optional<Arr<T>>& a) {
   return a ? a->data() : nullptr;
@@ -125,6 +132,22 @@ void bind_dtype(py::module_& m) {
     require_winograd_geometry(g);
     py::gil_scoped_release release;
     kernels(T()).conv_backward_weight_winograd_f23(g, gy.data(), x.data(), gw.mutable_data(), threads);
+  });
+  m.def("conv_max_pool_forward", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w,
+                                    std::optional<Arr<T>> bias, Arr<T> y, Arr<uint8_t> where, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    require_conv_max_pool_geometry(g);
+    py::gil_scoped_release release;
+    kernels(T()).conv_max_pool_forward(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), where.mutable_data(),
+                                       threads);
+  });
+  m.def("conv_max_pool_backward_weight", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<uint8_t> where,
+                                            Arr<T> x, Arr<T> gw, std::optional<Arr<T>> gb, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    require_conv_max_pool_geometry(g);
+    py::gil_scoped_release release;
+    return kernels(T()).conv_max_pool_backward_weight(g, gy.data(), where.data(), x.data(), gw.mutable_data(),
+                                                      gb ? gb->mutable_data() : nullptr, threads);
   });
   m.def("max_pool_forward", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> y, Arr<int64_t> idx,
                                int threads) {

@@ -39,6 +39,13 @@ struct KernelTable {
   void (*conv_backward_data_winograd_f23)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight_winograd_f23)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   void (*conv_backward_weight_wide)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
+  // Conv (stride 1, dilation 1, one group) then 2x2 stride-2 max pool, fused (conv_max_pool.cpp):
+  // y is the pooled output, where[n][k][i][j] the winning pixel of window (i, j), dh * 2 + dw.
+  // The backward returns false, computing nothing, when x is not all finite.
+  void (*conv_max_pool_forward)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, uint8_t* where,
+                                int threads);
+  bool (*conv_max_pool_backward_weight)(const ConvGeom&, const T* gy, const uint8_t* where, const T* x, T* gw, T* gb,
+                                        int threads);
   void (*max_pool_forward)(const PoolGeom&, const T* x, T* y, int64_t* indices, int threads);
   void (*max_pool_backward)(const PoolGeom&, const T* gy, const int64_t* indices, T* gx, int threads);
   void (*avg_pool_forward)(const PoolGeom&, const T* x, T* y, int threads);

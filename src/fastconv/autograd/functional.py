@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _native, ops
+from .. import _params as P
 from .._params import array_module
+from ..dispatch import select
 from .engine import Function, Tensor, tensor
 
 
@@ -74,6 +76,56 @@ class MaxPool2d(Function):
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, backend=None):
     return MaxPool2d.apply(x, args=(kernel_size, stride, padding, dilation, ceil_mode), backend=backend)
+
+
+class ConvMaxPool2d(Function):
+    """max_pool2d(conv2d(x, w, b, padding=padding), 2) in one backend kernel (the cpp backend's
+    conv_max_pool.cpp): the conv's output is never stored; `where` keeps each window's winning
+    pixel, dh * 2 + dw, for the backward. Gradients equal the two Functions' in sequence."""
+
+    def forward(self, x, w, b):
+        self.x, self.w, self.b = x, w, b
+        y, self.where = self.impl.conv_max_pool_forward(x, w, b, self.geometry)
+        return y
+
+    def backward(self, g):
+        need_x, need_w, need_b = self.needs
+        need_b = need_b and self.b is not None
+        fused = None
+        if need_w or need_b:
+            fused = self.impl.conv_max_pool_backward_weight(g, self.where, self.x, self.geometry, need_b)
+        gx = gw = gb = None
+        if fused is not None:
+            gw, gb = fused
+        if need_x or fused is None and (need_w or need_b):
+            gx, gw_dense, gb_dense = ops.conv2d_backward(
+                self._dense_grad(g), self.x, self.w, self.b, 1, self.padding,
+                needs=(need_x, need_w and fused is None, need_b and fused is None), backend=self.backend)
+            if fused is None:
+                gw, gb = gw_dense, gb_dense
+        return gx, (gw if need_w else None), gb
+
+    def _dense_grad(self, g):
+        """The conv output's gradient: g at each window's winning pixel, zero elsewhere."""
+        xp = array_module(g)
+        n, k, ph, pw = g.shape
+        dense = xp.zeros((n, k, self.geometry.out_h, self.geometry.out_w), g.dtype)
+        for p in range(4):
+            dense[:, :, p // 2:2 * ph:2, p % 2:2 * pw:2] = xp.where(self.where == p, g, 0)
+        return dense
+
+
+def conv2d_max_pool2d(x, weight, bias=None, padding=0, *, backend=None):
+    """max_pool2d(conv2d(x, weight, bias, padding=padding), 2) (a stride-1 conv, then 2x2 windows
+    at stride 2): one fused kernel where the backend has one that takes this conv (cpp: up to 4
+    input channels, batched input), else the two Functions."""
+    impl = select(backend, array_module(x.data))
+    accepts = getattr(impl, "conv_max_pool_accepts", None)
+    if accepts is not None and x.ndim == 4:
+        g = P.conv_params(x.data, weight.data, None if bias is None else bias.data, 1, padding, 1, 1)[5]
+        if accepts(g) is None:
+            return ConvMaxPool2d.apply(x, weight, bias, impl=impl, geometry=g, padding=padding, backend=backend)
+    return max_pool2d(conv2d(x, weight, bias, 1, padding, backend=backend), 2, backend=backend)
 
 
 class AvgPool2d(Function):

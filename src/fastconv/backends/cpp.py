@@ -94,6 +94,43 @@ def conv_backward_weight(gy, x, g):
     return gw
 
 
+# The fused conv + 2x2 max pool (conv_max_pool.cpp) pays where the conv is memory-bound: few
+# input channels, so the conv's output is large next to its work. Beyond, the conv algorithms'
+# GEMMs do the conv better than its direct sums.
+_CONV_MAX_POOL_CHANNELS = 4
+
+
+def conv_max_pool_accepts(g):
+    """None if conv_max_pool_forward takes this conv (then 2x2 stride-2 max pooling), else why not."""
+    if g.C > _CONV_MAX_POOL_CHANNELS:
+        return f"{g.C} input channels (the fused conv + max pool takes up to {_CONV_MAX_POOL_CHANNELS})"
+    if g.groups != 1 or (g.stride_h, g.stride_w, g.dil_h, g.dil_w) != (1, 1, 1, 1):
+        return "not a stride-1, dilation-1, one-group conv"
+    if g.out_h < 2 or g.out_w < 2:
+        return f"conv output {g.out_h}x{g.out_w} has no 2x2 pooling window"
+    return None
+
+
+def conv_max_pool_forward(x, w, bias, g):
+    """max_pool2d(conv2d(x, w, bias), 2) and, per window, its winning pixel dh * 2 + dw (uint8)."""
+    shape = (g.N, g.K, g.out_h // 2, g.out_w // 2)
+    y = P.empty(np, "conv2d", shape, x.dtype)
+    where = P.empty(np, "conv2d", shape, np.uint8)
+    _C.conv_max_pool_forward(_geom(g), np.ascontiguousarray(x), np.ascontiguousarray(w),
+                             None if bias is None else np.ascontiguousarray(bias), y, where, _conv_threads(g))
+    return y, where
+
+
+def conv_max_pool_backward_weight(gy, where, x, g, with_bias):
+    """(grad_w, grad_bias or None) of the fused layer from the pooled grad_out, or None when x
+    holds an inf or NaN (the caller then runs the dense backward)."""
+    gw = P.empty(np, "conv2d_backward", g.w_shape, x.dtype)
+    gb = np.empty(g.K, x.dtype) if with_bias else None
+    ok = _C.conv_max_pool_backward_weight(_geom(g), np.ascontiguousarray(gy, x.dtype), where,
+                                          np.ascontiguousarray(x), gw, gb, _conv_threads(g))
+    return (gw, gb) if ok else None
+
+
 def max_pool_forward(x, g):
     y = P.empty(np, "max_pool2d", g.y_shape, x.dtype)
     indices = P.empty(np, "max_pool2d", g.y_shape, np.int64)

@@ -31,6 +31,13 @@ class Conv2d(Module):
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
+    def forward_fused(self, following, x):
+        """Conv2d then MaxPool2d(2) as F.conv2d_max_pool2d (one kernel where the backend has it)."""
+        if (type(following) is MaxPool2d and following.pools_2x2()
+                and _pair(self.stride) == _pair(self.dilation) == (1, 1) and self.groups == 1):
+            return F.conv2d_max_pool2d(x, self.weight, self.bias, self.padding)
+        return None
+
 
 class ConvTranspose2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
@@ -75,6 +82,12 @@ class MaxPool2d(Module):
 
     def forward(self, x):
         return F.max_pool2d(x, *self.args)
+
+    def pools_2x2(self):
+        """Whether this is the plain 2x2 pool: windows of 2x2 at stride 2, no padding, floor mode."""
+        kernel, stride, padding, dilation, ceil_mode = self.args
+        return (_pair(kernel) == (2, 2) and (stride is None or _pair(stride) == (2, 2))
+                and _pair(padding) == (0, 0) and _pair(dilation) == (1, 1) and not ceil_mode)
 
 
 class AvgPool2d(Module):

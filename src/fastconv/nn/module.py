@@ -19,6 +19,11 @@ class Module:
     def forward(self, *args):
         raise NotImplementedError
 
+    def forward_fused(self, following, x):
+        """self then `following` on x, in one fused step, or None where this module has none
+        for that pair (Sequential asks before running them one by one)."""
+        return None
+
     # -- the tree
     def named_children(self):
         for name, v in vars(self).items():
@@ -127,8 +132,13 @@ class Sequential(Module):
             yield str(i), layer
 
     def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
+        layers, i = self.layers, 0
+        while i < len(layers):
+            y = layers[i].forward_fused(layers[i + 1], x) if i + 1 < len(layers) else None
+            if y is None:
+                x, i = layers[i](x), i + 1
+            else:
+                x, i = y, i + 2
         return x
 
     def __getitem__(self, i):

@@ -142,12 +142,12 @@ void bind_dtype(py::module_& m) {
                                        threads);
   });
   m.def("conv_max_pool_backward_weight", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<uint8_t> where,
-                                            Arr<T> x, Arr<T> gw, std::optional<Arr<T>> gb, int threads) {
+                                            Arr<T> x, Arr<T> gw, int threads) {
     const ConvGeom g = conv_geom(geom);
     require_conv_max_pool_geometry(g);
     py::gil_scoped_release release;
     return kernels(T()).conv_max_pool_backward_weight(g, gy.data(), where.data(), x.data(), gw.mutable_data(),
-                                                      gb ? gb->mutable_data() : nullptr, threads);
+                                                      threads);
   });
   m.def("max_pool_forward", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> y, Arr<int64_t> idx,
                                int threads) {

@@ -21,7 +21,8 @@
 // greater or NaN (aten's max_pool2d rule). `where` gets the winner 0..3 (dh * 2 + e).
 // Backward-weight: grad_w[k][c][r][s] = sum over windows of gy * x at the winning pixel's tap:
 // per window pixel a masked copy of gy (gy where that pixel won, else 0) on the wide grid, then
-// sum_q sum_pixel masked_gy[pixel][q] * slab[tap(r + dh, s + e) + q], vectorised over q. The
+// sum_q sum_pixel masked_gy[pixel][q] * slab[tap(r + dh, s + e) + q], vectorised over q. (The
+// bias gradient, the sum of the pooled grad_out, is the caller's: no window pixel is involved.) The
 // masked products are the dense conv's (a zero grad_out for the pixels that lost), so an x with
 // an inf or NaN (0 * inf = NaN in the dense sum too, but also in the dropped columns of the wide
 // grid, where the dense sum has no term) is refused: the caller then runs the unfused backward.
@@ -113,10 +114,89 @@ inline void pooled_windows(const T* slab, int64_t channel_stride, const ConvGeom
       m = take ? v : m;
       at = take ? Mask{} + p : at;
     }
+    typedef uint8_t Bytes __attribute__((vector_size(L)));
+    const Bytes at_bytes = __builtin_convertvector(at, Bytes);
     std::memcpy(best + k * ld + q0, &m, sizeof(Vt));
-#pragma GCC unroll 8
-    for (int l = 0; l < L; ++l) won[k * ld + q0 + l] = static_cast<uint8_t>(at[l]);
+    std::memcpy(won + k * ld + q0, &at_bytes, L);
   }
+}
+
+template <class T>
+inline T lane_sum(V<T> v) {
+  T sum = T(0);
+  for (int l = 0; l < Vec<T>::kLanes; ++l) sum += v[l];
+  return sum;
+}
+
+// The four pixels' masked copies of one (image, channel)'s pooled grad_out on the wide grid:
+// masked[p * ld + i * Wp + j] = gy[i][j] where pixel p won window (i, j), else 0; zero in the
+// dropped columns and up to ld.
+template <class T>
+void mask_by_winner(const T* gy, const uint8_t* where, int64_t PH, int64_t PW, int64_t Wp, int64_t ld, T* masked) {
+  typedef V<T> Vt;
+  typedef decltype(Vt{} > Vt{}) Mask;
+  constexpr int L = Vec<T>::kLanes;
+  typedef uint8_t Bytes __attribute__((vector_size(L)));
+  // Blends on vectors of L windows (a scalar loop here branched on the winner: a coin flip).
+  auto put = [&](T* m, const T* g, const uint8_t* w) {
+    Vt v;
+    Bytes b;
+    std::memcpy(&v, g, sizeof(v));
+    std::memcpy(&b, w, sizeof(b));
+    const Mask p = __builtin_convertvector(b, Mask) & 3;
+    for (int k = 0; k < 4; ++k) {
+      const Vt mk = p == k ? v : Vt{};
+      std::memcpy(m + k * ld, &mk, sizeof(mk));
+    }
+  };
+  for (int64_t i = 0; i < PH; ++i) {
+    T* m = masked + i * Wp;
+    int64_t j = 0;
+    for (; j + L <= PW; j += L) put(m + j, gy + i * PW + j, where + i * PW + j);
+    if (j < PW) {  // the row's tail through zero-padded copies: L lanes would read past the row
+      T g[L] = {};
+      uint8_t w[L] = {};
+      for (int64_t t = j; t < PW; ++t) {
+        g[t - j] = gy[i * PW + t];
+        w[t - j] = where[i * PW + t];
+      }
+      put(m + j, g, w);  // its lanes past PW write zeros into the dropped columns (ld has room)
+    }
+    const int64_t end = i + 1 < PH ? (i + 1) * Wp : ld;
+    for (int k = 0; k < 4; ++k)
+      for (int64_t q = i * Wp + PW; q < end; ++q) masked[k * ld + q] = T(0);
+  }
+}
+
+// grad_w for the 3 taps (r, 0..2) of one kernel row: out[s] += sum_q sum_pixel masked[pixel][q] *
+// slab[tap(r + dh, s + e) + q]. The row's 8 distinct slab reads (rows r and r + 1 of the window
+// kernel, columns 0..3) serve 12 multiply-adds (8 loads, plus the 4 masks, for 12: the per-tap
+// loop reads 8 for 4).
+template <class T>
+void row_sums_3(const T* slab, const int64_t* tap_row, int64_t S1, const T* masked, int64_t ld, T* out) {
+  typedef V<T> Vt;
+  constexpr int L = Vec<T>::kLanes;
+  const T* a0 = slab + tap_row[0];
+  const T* a1 = slab + tap_row[1];
+  const T* a2 = slab + tap_row[2];
+  const T* a3 = slab + tap_row[3];
+  const T* b0 = slab + tap_row[S1];
+  const T* b1 = slab + tap_row[S1 + 1];
+  const T* b2 = slab + tap_row[S1 + 2];
+  const T* b3 = slab + tap_row[S1 + 3];
+  Vt acc0 = Vt{}, acc1 = Vt{}, acc2 = Vt{};
+  for (int64_t q = 0; q < ld; q += L) {
+    const Vt m0 = load(masked + q), m1 = load(masked + ld + q), m2 = load(masked + 2 * ld + q),
+             m3 = load(masked + 3 * ld + q);
+    const Vt x0 = load(a0 + q), x1 = load(a1 + q), x2 = load(a2 + q), x3 = load(a3 + q);
+    const Vt y0 = load(b0 + q), y1 = load(b1 + q), y2 = load(b2 + q), y3 = load(b3 + q);
+    acc0 += m0 * x0 + m1 * x1 + (m2 * y0 + m3 * y1);
+    acc1 += m0 * x1 + m1 * x2 + (m2 * y1 + m3 * y2);
+    acc2 += m0 * x2 + m1 * x3 + (m2 * y2 + m3 * y3);
+  }
+  out[0] += lane_sum<T>(acc0);
+  out[1] += lane_sum<T>(acc1);
+  out[2] += lane_sum<T>(acc2);
 }
 
 }  // namespace
@@ -149,11 +229,17 @@ void conv_max_pool_forward(const ConvGeom& g, const T* x, const T* w, const T* b
           pooled_windows<T, 2>(slab, channel_stride, g, tap.data(), wk, bk, q0, best, won, Qr);
         else
           pooled_windows<T, 1>(slab, channel_stride, g, tap.data(), wk, bk, q0, best, won, Qr);
+      // Loops, not memcpy (rows are a few dozen bytes), over local copies of the sizes: a byte
+      // store may alias anything, so captured ones were reloaded per element.
+      const int64_t ph = PH, pw = PW, wp = Wp, ld = Qr;
       for (int k = 0; k < kb; ++k)
-        for (int64_t i = 0; i < PH; ++i) {
-          const int64_t out = (n * g.K + k0 + k) * PH * PW + i * PW;
-          std::memcpy(y + out, best + k * Qr + i * Wp, sizeof(T) * PW);
-          std::memcpy(where + out, won + k * Qr + i * Wp, PW);
+        for (int64_t i = 0; i < ph; ++i) {
+          T* __restrict__ yo = y + ((n * g.K + k0 + k) * ph + i) * pw;
+          uint8_t* __restrict__ wo = where + ((n * g.K + k0 + k) * ph + i) * pw;
+          const T* __restrict__ bi = best + k * ld + i * wp;
+          const uint8_t* __restrict__ ci = won + k * ld + i * wp;
+          for (int64_t j = 0; j < pw; ++j) yo[j] = bi[j];
+          for (int64_t j = 0; j < pw; ++j) wo[j] = ci[j];
         }
       k0 += kb;
     }
@@ -161,89 +247,76 @@ void conv_max_pool_forward(const ConvGeom& g, const T* x, const T* w, const T* b
 }
 
 template <class T>
-bool conv_max_pool_backward_weight(const ConvGeom& g, const T* gy, const uint8_t* where, const T* x, T* gw, T* gb,
+bool conv_max_pool_backward_weight(const ConvGeom& g, const T* gy, const uint8_t* where, const T* x, T* gw,
                                    int threads) {
-  // The bias gradient is summed in double and rounded once, as the unfused bias_grad does.
   typedef V<T> Vt;
   constexpr int L = Vec<T>::kLanes;
   if (!all_finite(x, g.N * g.C * g.H * g.W)) return false;
   const ConvGeom e = window_geometry(g);
   const WideLayout lay = wide_layout(e);
   const int64_t Wp = lay.Wp, srows = e.OH + lay.halo, phase_stride = srows * Wp, channel_stride = 4 * phase_stride;
-  const int64_t PH = e.OH, PW = e.OW, Q = PH > 0 ? (PH - 1) * Wp + PW : 0, Qr = round_up(Q, L);
-  const int64_t slab_size = g.C * channel_stride + L, RS = g.R * g.S, CRS = g.C * RS;
+  // Qr: the masked planes' length, a multiple of the dot loops' 2 vectors, with room for the last
+  // row's tail vector (mask_by_winner).
+  const int64_t PH = e.OH, PW = e.OW, Q = PH > 0 ? (PH - 1) * Wp + PW : 0, Qr = round_up(Q + L, 2 * L);
+  const int64_t slack = Qr - Q, slab_size = g.C * channel_stride + slack, RS = g.R * g.S, CRS = g.C * RS;
   const int64_t S1 = g.S + 1;
   std::vector<int64_t> tap((g.R + 1) * S1);
   for (int64_t r = 0; r <= g.R; ++r)
     for (int64_t s = 0; s < S1; ++s) tap[r * S1 + s] = tap_offset(e, Wp, phase_stride, r, s);
   const int64_t chunk = ceil_div(g.N, min64(g.N, kMaxChunks)), chunks = ceil_div(g.N, chunk);
   const int64_t kblocks = ceil_div(g.K, kChannelBlock);
-  std::vector<T> partial(chunks * g.K * CRS);  // per chunk
-  std::vector<double> bias_partial(chunks * g.K);
+  std::vector<T> partial(chunks * g.K * CRS);  // per chunk of images
   parallel_tasks(chunks * kblocks, threads, [&](int64_t task) {
     const int64_t ci = task / kblocks, k_lo = (task % kblocks) * kChannelBlock, k_hi = min64(g.K, k_lo + kChannelBlock);
-    const int64_t kn = k_hi - k_lo;
     T* slab = static_cast<T*>(thread_workspace(sizeof(T) * slab_size, kSlotPackA));
     T* masked = static_cast<T*>(thread_workspace(sizeof(T) * 4 * Qr, kSlotTile));
-    Vt* sums = static_cast<Vt*>(thread_workspace(sizeof(Vt) * kn * CRS, kSlotTile2));
     T* part = partial.data() + ci * g.K * CRS;
-    double* bias_part = bias_partial.data() + ci * g.K;
-    for (int64_t i = 0; i < kn * CRS; ++i) sums[i] = Vt{};
-    for (int64_t k = k_lo; k < k_hi; ++k) bias_part[k] = 0.0;
+    for (int64_t i = k_lo * CRS; i < k_hi * CRS; ++i) part[i] = T(0);
     for (int64_t n = ci * chunk; n < min64(g.N, (ci + 1) * chunk); ++n) {
-      image_slabs(e, x + n * g.C * g.H * g.W, srows, Wp, phase_stride, L, slab);
+      image_slabs(e, x + n * g.C * g.H * g.W, srows, Wp, phase_stride, slack, slab);
       for (int64_t k = k_lo; k < k_hi; ++k) {
         const T* gk = gy + (n * g.K + k) * PH * PW;
         const uint8_t* wk = where + (n * g.K + k) * PH * PW;
-        std::memset(masked, 0, sizeof(T) * 4 * Qr);
-        double bsum = 0.0;
-        for (int64_t i = 0; i < PH; ++i)
-          for (int64_t j = 0; j < PW; ++j) {
-            const T v = gk[i * PW + j];
-            masked[(wk[i * PW + j] & 3) * Qr + i * Wp + j] = v;
-            bsum += v;
-          }
-        bias_part[k] += bsum;
-        Vt* sk = sums + (k - k_lo) * CRS;
-        for (int64_t c = 0; c < g.C; ++c) {
-          const T* sc = slab + c * channel_stride;
-          for (int64_t q0 = 0; q0 < Qr; q0 += L) {
-            const Vt m0 = load(masked + q0), m1 = load(masked + Qr + q0);
-            const Vt m2 = load(masked + 2 * Qr + q0), m3 = load(masked + 3 * Qr + q0);
-            const T* sq = sc + q0;
-            for (int64_t r = 0; r < g.R; ++r)
-              for (int64_t s = 0; s < g.S; ++s) {
-                const int64_t t = r * S1 + s;
-                sk[c * RS + r * g.S + s] += m0 * load(sq + tap[t]) + m1 * load(sq + tap[t + 1]) +
-                                           m2 * load(sq + tap[t + S1]) + m3 * load(sq + tap[t + S1 + 1]);
+        mask_by_winner(gk, wk, PH, PW, Wp, Qr, masked);
+        for (int64_t c = 0; c < g.C; ++c)
+          for (int64_t r = 0; r < g.R; ++r) {
+            if (g.S == 3) {
+              row_sums_3(slab + c * channel_stride, tap.data() + r * S1, S1, masked, Qr, part + k * CRS + c * RS + r * 3);
+              continue;
+            }
+            for (int64_t s = 0; s < g.S; ++s) {
+              // One tap: the four pixels' dot products over the wide grid, in two independent
+              // vector sums (even and odd blocks of L) so the adds do not wait on each other.
+              const int64_t t = r * S1 + s;
+              const T* p0 = slab + c * channel_stride + tap[t];
+              const T* p1 = slab + c * channel_stride + tap[t + 1];
+              const T* p2 = slab + c * channel_stride + tap[t + S1];
+              const T* p3 = slab + c * channel_stride + tap[t + S1 + 1];
+              Vt even = Vt{}, odd = Vt{};
+              for (int64_t q = 0; q < Qr; q += 2 * L) {
+                even += load(masked + q) * load(p0 + q) + load(masked + Qr + q) * load(p1 + q) +
+                        (load(masked + 2 * Qr + q) * load(p2 + q) + load(masked + 3 * Qr + q) * load(p3 + q));
+                odd += load(masked + q + L) * load(p0 + q + L) + load(masked + Qr + q + L) * load(p1 + q + L) +
+                       (load(masked + 2 * Qr + q + L) * load(p2 + q + L) +
+                        load(masked + 3 * Qr + q + L) * load(p3 + q + L));
               }
+              part[k * CRS + c * RS + r * g.S + s] += lane_sum<T>(even + odd);
+            }
           }
-        }
       }
     }
-    for (int64_t k = k_lo; k < k_hi; ++k)
-      for (int64_t i = 0; i < CRS; ++i) {
-        T total = T(0);
-        for (int l = 0; l < L; ++l) total += sums[(k - k_lo) * CRS + i][l];
-        part[k * CRS + i] = total;
-      }
   });
   for (int64_t i = 0; i < g.K * CRS; ++i) {
     T total = T(0);
     for (int64_t ci = 0; ci < chunks; ++ci) total += partial[ci * g.K * CRS + i];
     gw[i] = total;
   }
-  for (int64_t k = 0; gb && k < g.K; ++k) {
-    double total = 0.0;
-    for (int64_t ci = 0; ci < chunks; ++ci) total += bias_partial[ci * g.K + k];
-    gb[k] = static_cast<T>(total);
-  }
   return true;
 }
 
 #define FC_INSTANTIATE(T)                                                                                           \
   template void conv_max_pool_forward<T>(const ConvGeom&, const T*, const T*, const T*, T*, uint8_t*, int);         \
-  template bool conv_max_pool_backward_weight<T>(const ConvGeom&, const T*, const uint8_t*, const T*, T*, T*, int);
+  template bool conv_max_pool_backward_weight<T>(const ConvGeom&, const T*, const uint8_t*, const T*, T*, int);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)
 #undef FC_INSTANTIATE

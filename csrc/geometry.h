@@ -44,7 +44,7 @@ struct KernelTable {
   // The backward returns false, computing nothing, when x is not all finite.
   void (*conv_max_pool_forward)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, uint8_t* where,
                                 int threads);
-  bool (*conv_max_pool_backward_weight)(const ConvGeom&, const T* gy, const uint8_t* where, const T* x, T* gw, T* gb,
+  bool (*conv_max_pool_backward_weight)(const ConvGeom&, const T* gy, const uint8_t* where, const T* x, T* gw,
                                         int threads);
   void (*max_pool_forward)(const PoolGeom&, const T* x, T* y, int64_t* indices, int threads);
   void (*max_pool_backward)(const PoolGeom&, const T* gy, const int64_t* indices, T* gx, int threads);

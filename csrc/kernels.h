@@ -20,7 +20,7 @@ template <class T> void conv_backward_data_winograd_f23(const ConvGeom&, const T
 template <class T> void conv_backward_weight_winograd_f23(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
 template <class T> void conv_backward_weight_wide(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
 template <class T> void conv_max_pool_forward(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, uint8_t* where, int threads);
-template <class T> bool conv_max_pool_backward_weight(const ConvGeom&, const T* gy, const uint8_t* where, const T* x, T* gw, T* gb, int threads);
+template <class T> bool conv_max_pool_backward_weight(const ConvGeom&, const T* gy, const uint8_t* where, const T* x, T* gw, int threads);
 template <class T> void max_pool_forward(const PoolGeom&, const T* x, T* y, int64_t* indices, int threads);
 template <class T> void max_pool_backward(const PoolGeom&, const T* gy, const int64_t* indices, T* gx, int threads);
 template <class T> void avg_pool_forward(const PoolGeom&, const T* x, T* y, int threads);

@@ -35,6 +35,12 @@ def _bias_grad(impl, gy, xp):
     return gy.sum(axis=(0, 2, 3), dtype=xp.float64).astype(gy.dtype)
 
 
+def bias_grad(grad_out, *, backend=None):
+    """The gradient of a conv's bias: grad_out (N, K, H, W) summed over images and pixels."""
+    xp = P.array_module(grad_out)
+    return _bias_grad(select(backend, xp), grad_out, xp)
+
+
 # --------------------------------------------------------------------------- conv2d
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None):

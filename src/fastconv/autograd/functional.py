@@ -90,20 +90,16 @@ class ConvMaxPool2d(Function):
 
     def backward(self, g):
         need_x, need_w, need_b = self.needs
-        need_b = need_b and self.b is not None
-        fused = None
-        if need_w or need_b:
-            fused = self.impl.conv_max_pool_backward_weight(g, self.where, self.x, self.geometry, need_b)
-        gx = gw = gb = None
-        if fused is not None:
-            gw, gb = fused
-        if need_x or fused is None and (need_w or need_b):
-            gx, gw_dense, gb_dense = ops.conv2d_backward(
-                self._dense_grad(g), self.x, self.w, self.b, 1, self.padding,
-                needs=(need_x, need_w and fused is None, need_b and fused is None), backend=self.backend)
-            if fused is None:
-                gw, gb = gw_dense, gb_dense
-        return gx, (gw if need_w else None), gb
+        # The bias gradient is the sum of grad_out over images and pixels: the pooled one holds
+        # the same non-zero values as the conv output's.
+        gb = ops.bias_grad(g, backend=self.backend) if need_b and self.b is not None else None
+        gw = self.impl.conv_max_pool_backward_weight(g, self.where, self.x, self.geometry) if need_w else None
+        gx = None
+        if need_x or (need_w and gw is None):  # gw None: x holds an inf or NaN (see conv_max_pool.cpp)
+            gx, gw_dense, _ = ops.conv2d_backward(self._dense_grad(g), self.x, self.w, None, 1, self.padding,
+                                                  needs=(need_x, need_w and gw is None, False), backend=self.backend)
+            gw = gw if gw is not None else gw_dense
+        return gx, gw, gb
 
     def _dense_grad(self, g):
         """The conv output's gradient: g at each window's winning pixel, zero elsewhere."""

@@ -121,14 +121,13 @@ def conv_max_pool_forward(x, w, bias, g):
     return y, where
 
 
-def conv_max_pool_backward_weight(gy, where, x, g, with_bias):
-    """(grad_w, grad_bias or None) of the fused layer from the pooled grad_out, or None when x
-    holds an inf or NaN (the caller then runs the dense backward)."""
+def conv_max_pool_backward_weight(gy, where, x, g):
+    """grad_w of the fused layer from the pooled grad_out, or None when x holds an inf or NaN
+    (the caller then runs the dense backward)."""
     gw = P.empty(np, "conv2d_backward", g.w_shape, x.dtype)
-    gb = np.empty(g.K, x.dtype) if with_bias else None
     ok = _C.conv_max_pool_backward_weight(_geom(g), np.ascontiguousarray(gy, x.dtype), where,
-                                          np.ascontiguousarray(x), gw, gb, _conv_threads(g))
-    return (gw, gb) if ok else None
+                                          np.ascontiguousarray(x), gw, _conv_threads(g))
+    return gw if ok else None
 
 
 def max_pool_forward(x, g):

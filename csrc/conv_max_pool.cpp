@@ -72,13 +72,14 @@ void image_slabs(const ConvGeom& e, const T* x_image, int64_t srows, int64_t Wp,
 // For KB output channels and the L windows at wide columns q0..q0+L-1: the four pixels' conv sums
 // (held in registers over all taps, in the order c, r, s), the bias, then the max in torch's window
 // order; into best[k * ld + q] and won[k * ld + q].
-template <class T, int KB>
+// KS > 0: a KS x KS kernel, its tap loops unrolled (3x3, the first layers we know); 0: any.
+template <class T, int KB, int KS>
 inline void pooled_windows(const T* slab, int64_t channel_stride, const ConvGeom& g, const int64_t* tap,
                            const T* const* wk, const T* bias, int64_t q0, T* best, uint8_t* won, int64_t ld) {
   typedef V<T> Vt;
   typedef decltype(Vt{} > Vt{}) Mask;  // the lane-wise comparison's integer vector
   constexpr int L = Vec<T>::kLanes;
-  const int64_t S1 = g.S + 1;
+  const int64_t R = KS ? KS : g.R, S = KS ? KS : g.S, S1 = S + 1;
   Vt acc[KB][4];
 #pragma GCC unroll 4
   for (int k = 0; k < KB; ++k)
@@ -86,12 +87,14 @@ inline void pooled_windows(const T* slab, int64_t channel_stride, const ConvGeom
     for (int p = 0; p < 4; ++p) acc[k][p] = Vt{};
   for (int64_t c = 0; c < g.C; ++c) {
     const T* sc = slab + c * channel_stride + q0;
-    for (int64_t r = 0; r < g.R; ++r)
-      for (int64_t s = 0; s < g.S; ++s) {
+#pragma GCC unroll 8
+    for (int64_t r = 0; r < R; ++r)
+#pragma GCC unroll 8
+      for (int64_t s = 0; s < S; ++s) {
         const int64_t t = (r * S1 + s);
         const Vt p0 = load(sc + tap[t]), p1 = load(sc + tap[t + 1]);
         const Vt p2 = load(sc + tap[t + S1]), p3 = load(sc + tap[t + S1 + 1]);
-        const int64_t wi = (c * g.R + r) * g.S + s;
+        const int64_t wi = (c * R + r) * S + s;
 #pragma GCC unroll 4
         for (int k = 0; k < KB; ++k) {
           const T wv = wk[k][wi];
@@ -224,11 +227,14 @@ void conv_max_pool_forward(const ConvGeom& g, const T* x, const T* w, const T* b
       const int kb = k_hi - k0 >= 2 ? 2 : 1;
       const T* wk[2] = {w + k0 * CRS, w + (k0 + kb - 1) * CRS};
       const T* bk = bias ? bias + k0 : nullptr;
+      const bool k3 = g.R == 3 && g.S == 3;
       for (int64_t q0 = 0; q0 < Q; q0 += L)
-        if (kb == 2)
-          pooled_windows<T, 2>(slab, channel_stride, g, tap.data(), wk, bk, q0, best, won, Qr);
+        if (kb == 2 && k3)
+          pooled_windows<T, 2, 3>(slab, channel_stride, g, tap.data(), wk, bk, q0, best, won, Qr);
+        else if (kb == 2)
+          pooled_windows<T, 2, 0>(slab, channel_stride, g, tap.data(), wk, bk, q0, best, won, Qr);
         else
-          pooled_windows<T, 1>(slab, channel_stride, g, tap.data(), wk, bk, q0, best, won, Qr);
+          pooled_windows<T, 1, 0>(slab, channel_stride, g, tap.data(), wk, bk, q0, best, won, Qr);
       // Loops, not memcpy (rows are a few dozen bytes), over local copies of the sizes: a byte
       // store may alias anything, so captured ones were reloaded per element.
       const int64_t ph = PH, pw = PW, wp = Wp, ld = Qr;

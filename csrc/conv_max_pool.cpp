@@ -32,6 +32,7 @@
 #include <cstring>
 #include <vector>
 
+#include "dot_block.h"
 #include "gather.h"
 #include "kernels.h"
 #include "tasks.h"
@@ -46,28 +47,36 @@ namespace {
 constexpr int64_t kChannelBlock = 8;  // output channels per task
 constexpr int64_t kMaxChunks = 16;    // image chunks of the backward-weight
 
-// The stride-2 conv whose taps cover a pooling window's four pixels' taps (see the top).
-ConvGeom window_geometry(const ConvGeom& g) {
-  return {g.N, g.C, g.H, g.W, g.K, g.R + 1, g.S + 1, 1, 2, 2, g.ph, g.pw, 1, 1, g.OH / 2, g.OW / 2};
-}
+// The input laid out as the stride-2 conv whose taps cover a pooling window's four pixels' taps
+// (see the top): its geometry, slab sizes, the pooled plane on the wide grid (Q columns), and
+// tap[r * (S+1) + s], where window-kernel tap (r, s) starts in a channel's slabs.
+struct WindowSlabs {
+  ConvGeom e;
+  int64_t Wp, srows, phase_stride, channel_stride, PH, PW, Q;
+  std::vector<int64_t> tap;
 
-template <class T>
-using V = typename Vec<T>::type;
+  explicit WindowSlabs(const ConvGeom& g)
+      : e{g.N, g.C, g.H, g.W, g.K, g.R + 1, g.S + 1, 1, 2, 2, g.ph, g.pw, 1, 1, g.OH / 2, g.OW / 2} {
+    const WideLayout lay = wide_layout(e);
+    Wp = lay.Wp;
+    srows = e.OH + lay.halo;
+    phase_stride = srows * Wp;
+    channel_stride = 4 * phase_stride;
+    PH = e.OH;
+    PW = e.OW;
+    Q = PH > 0 ? (PH - 1) * Wp + PW : 0;
+    tap.resize(e.R * e.S);
+    for (int64_t r = 0; r < e.R; ++r)
+      for (int64_t s = 0; s < e.S; ++s) tap[r * e.S + s] = tap_offset(e, Wp, phase_stride, r, s);
+  }
 
-template <class T>
-inline V<T> load(const T* p) {
-  V<T> v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-// Slabs of one image's C channels (channel_stride apart), zeroed `slack` elements past the last.
-template <class T>
-void image_slabs(const ConvGeom& e, const T* x_image, int64_t srows, int64_t Wp, int64_t phase_stride, int64_t slack,
-                 T* slab) {
-  build_slabs(e, x_image, e.C, 0, srows, Wp, slab, 4 * phase_stride, phase_stride);
-  std::memset(slab + e.C * 4 * phase_stride, 0, sizeof(T) * slack);
-}
+  // One image's C channels, zeroed `slack` elements past the last.
+  template <class T>
+  void build(const T* x_image, int64_t slack, T* slab) const {
+    build_slabs(e, x_image, e.C, 0, srows, Wp, slab, channel_stride, phase_stride);
+    std::memset(slab + e.C * channel_stride, 0, sizeof(T) * slack);
+  }
+};
 
 // For KB output channels and the L windows at wide columns q0..q0+L-1: the four pixels' conv sums
 // (held in registers over all taps, in the order c, r, s), the bias, then the max in torch's window
@@ -76,7 +85,7 @@ void image_slabs(const ConvGeom& e, const T* x_image, int64_t srows, int64_t Wp,
 template <class T, int KB, int KS>
 inline void pooled_windows(const T* slab, int64_t channel_stride, const ConvGeom& g, const int64_t* tap,
                            const T* const* wk, const T* bias, int64_t q0, T* best, uint8_t* won, int64_t ld) {
-  typedef V<T> Vt;
+  typedef VecOf<T> Vt;
   typedef decltype(Vt{} > Vt{}) Mask;  // the lane-wise comparison's integer vector
   constexpr int L = Vec<T>::kLanes;
   const int64_t R = KS ? KS : g.R, S = KS ? KS : g.S, S1 = S + 1;
@@ -124,19 +133,12 @@ inline void pooled_windows(const T* slab, int64_t channel_stride, const ConvGeom
   }
 }
 
-template <class T>
-inline T lane_sum(V<T> v) {
-  T sum = T(0);
-  for (int l = 0; l < Vec<T>::kLanes; ++l) sum += v[l];
-  return sum;
-}
-
 // The four pixels' masked copies of one (image, channel)'s pooled grad_out on the wide grid:
 // masked[p * ld + i * Wp + j] = gy[i][j] where pixel p won window (i, j), else 0; zero in the
 // dropped columns and up to ld.
 template <class T>
 void mask_by_winner(const T* gy, const uint8_t* where, int64_t PH, int64_t PW, int64_t Wp, int64_t ld, T* masked) {
-  typedef V<T> Vt;
+  typedef VecOf<T> Vt;
   typedef decltype(Vt{} > Vt{}) Mask;
   constexpr int L = Vec<T>::kLanes;
   typedef uint8_t Bytes __attribute__((vector_size(L)));
@@ -177,7 +179,7 @@ void mask_by_winner(const T* gy, const uint8_t* where, int64_t PH, int64_t PW, i
 // loop reads 8 for 4).
 template <class T>
 void row_sums_3(const T* slab, const int64_t* tap_row, int64_t S1, const T* masked, int64_t ld, T* out) {
-  typedef V<T> Vt;
+  typedef VecOf<T> Vt;
   constexpr int L = Vec<T>::kLanes;
   const T* a0 = slab + tap_row[0];
   const T* a1 = slab + tap_row[1];
@@ -208,33 +210,29 @@ template <class T>
 void conv_max_pool_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, uint8_t* where,
                            int threads) {
   constexpr int L = Vec<T>::kLanes;
-  const ConvGeom e = window_geometry(g);
-  const WideLayout lay = wide_layout(e);
-  const int64_t Wp = lay.Wp, srows = e.OH + lay.halo, phase_stride = srows * Wp, channel_stride = 4 * phase_stride;
-  const int64_t PH = e.OH, PW = e.OW, Q = PH > 0 ? (PH - 1) * Wp + PW : 0, Qr = round_up(Q, L);
-  const int64_t slab_size = g.C * channel_stride + L, CRS = g.C * g.R * g.S;
-  std::vector<int64_t> tap((g.R + 1) * (g.S + 1));
-  for (int64_t r = 0; r <= g.R; ++r)
-    for (int64_t s = 0; s <= g.S; ++s) tap[r * (g.S + 1) + s] = tap_offset(e, Wp, phase_stride, r, s);
+  const WindowSlabs ws(g);
+  const int64_t Wp = ws.Wp, channel_stride = ws.channel_stride, PH = ws.PH, PW = ws.PW, Q = ws.Q;
+  const int64_t Qr = round_up(Q, L), slab_size = g.C * channel_stride + L, CRS = g.C * g.R * g.S;
+  const int64_t* tap = ws.tap.data();
+  const bool k3 = g.R == 3 && g.S == 3;
   const int64_t kblocks = ceil_div(g.K, kChannelBlock);
   parallel_tasks(g.N * kblocks, threads, [&](int64_t task) {
     const int64_t n = task / kblocks, k_lo = (task % kblocks) * kChannelBlock, k_hi = min64(g.K, k_lo + kChannelBlock);
     T* slab = static_cast<T*>(thread_workspace(sizeof(T) * slab_size, kSlotPackA));
     T* best = static_cast<T*>(thread_workspace(sizeof(T) * 2 * Qr, kSlotTile));
     uint8_t* won = static_cast<uint8_t*>(thread_workspace(2 * Qr, kSlotTile2));
-    image_slabs(e, x + n * g.C * g.H * g.W, srows, Wp, phase_stride, L, slab);
+    ws.build(x + n * g.C * g.H * g.W, L, slab);
     for (int64_t k0 = k_lo; k0 < k_hi;) {
       const int kb = k_hi - k0 >= 2 ? 2 : 1;
       const T* wk[2] = {w + k0 * CRS, w + (k0 + kb - 1) * CRS};
       const T* bk = bias ? bias + k0 : nullptr;
-      const bool k3 = g.R == 3 && g.S == 3;
       for (int64_t q0 = 0; q0 < Q; q0 += L)
         if (kb == 2 && k3)
-          pooled_windows<T, 2, 3>(slab, channel_stride, g, tap.data(), wk, bk, q0, best, won, Qr);
+          pooled_windows<T, 2, 3>(slab, channel_stride, g, tap, wk, bk, q0, best, won, Qr);
         else if (kb == 2)
-          pooled_windows<T, 2, 0>(slab, channel_stride, g, tap.data(), wk, bk, q0, best, won, Qr);
+          pooled_windows<T, 2, 0>(slab, channel_stride, g, tap, wk, bk, q0, best, won, Qr);
         else
-          pooled_windows<T, 1, 0>(slab, channel_stride, g, tap.data(), wk, bk, q0, best, won, Qr);
+          pooled_windows<T, 1, 0>(slab, channel_stride, g, tap, wk, bk, q0, best, won, Qr);
       // Loops, not memcpy (rows are a few dozen bytes), over local copies of the sizes: a byte
       // store may alias anything, so captured ones were reloaded per element.
       const int64_t ph = PH, pw = PW, wp = Wp, ld = Qr;
@@ -255,20 +253,17 @@ void conv_max_pool_forward(const ConvGeom& g, const T* x, const T* w, const T* b
 template <class T>
 bool conv_max_pool_backward_weight(const ConvGeom& g, const T* gy, const uint8_t* where, const T* x, T* gw,
                                    int threads) {
-  typedef V<T> Vt;
+  typedef VecOf<T> Vt;
   constexpr int L = Vec<T>::kLanes;
   if (!all_finite(x, g.N * g.C * g.H * g.W)) return false;
-  const ConvGeom e = window_geometry(g);
-  const WideLayout lay = wide_layout(e);
-  const int64_t Wp = lay.Wp, srows = e.OH + lay.halo, phase_stride = srows * Wp, channel_stride = 4 * phase_stride;
+  const WindowSlabs ws(g);
+  const int64_t Wp = ws.Wp, channel_stride = ws.channel_stride, PH = ws.PH, PW = ws.PW, Q = ws.Q;
   // Qr: the masked planes' length, a multiple of the dot loops' 2 vectors, with room for the last
   // row's tail vector (mask_by_winner).
-  const int64_t PH = e.OH, PW = e.OW, Q = PH > 0 ? (PH - 1) * Wp + PW : 0, Qr = round_up(Q + L, 2 * L);
+  const int64_t Qr = round_up(Q + L, 2 * L);
   const int64_t slack = Qr - Q, slab_size = g.C * channel_stride + slack, RS = g.R * g.S, CRS = g.C * RS;
   const int64_t S1 = g.S + 1;
-  std::vector<int64_t> tap((g.R + 1) * S1);
-  for (int64_t r = 0; r <= g.R; ++r)
-    for (int64_t s = 0; s < S1; ++s) tap[r * S1 + s] = tap_offset(e, Wp, phase_stride, r, s);
+  const int64_t* tap = ws.tap.data();
   const int64_t chunk = ceil_div(g.N, min64(g.N, kMaxChunks)), chunks = ceil_div(g.N, chunk);
   const int64_t kblocks = ceil_div(g.K, kChannelBlock);
   std::vector<T> partial(chunks * g.K * CRS);  // per chunk of images
@@ -279,7 +274,7 @@ bool conv_max_pool_backward_weight(const ConvGeom& g, const T* gy, const uint8_t
     T* part = partial.data() + ci * g.K * CRS;
     for (int64_t i = k_lo * CRS; i < k_hi * CRS; ++i) part[i] = T(0);
     for (int64_t n = ci * chunk; n < min64(g.N, (ci + 1) * chunk); ++n) {
-      image_slabs(e, x + n * g.C * g.H * g.W, srows, Wp, phase_stride, slack, slab);
+      ws.build(x + n * g.C * g.H * g.W, slack, slab);
       for (int64_t k = k_lo; k < k_hi; ++k) {
         const T* gk = gy + (n * g.K + k) * PH * PW;
         const uint8_t* wk = where + (n * g.K + k) * PH * PW;
@@ -287,7 +282,7 @@ bool conv_max_pool_backward_weight(const ConvGeom& g, const T* gy, const uint8_t
         for (int64_t c = 0; c < g.C; ++c)
           for (int64_t r = 0; r < g.R; ++r) {
             if (g.S == 3) {
-              row_sums_3(slab + c * channel_stride, tap.data() + r * S1, S1, masked, Qr, part + k * CRS + c * RS + r * 3);
+              row_sums_3(slab + c * channel_stride, tap + r * S1, S1, masked, Qr, part + k * CRS + c * RS + r * 3);
               continue;
             }
             for (int64_t s = 0; s < g.S; ++s) {

@@ -26,6 +26,22 @@ struct Vec {
 };
 
 template <class T>
+using VecOf = typename Vec<T>::type;
+
+// Unaligned vector load and store (memcpy: no alignment or aliasing assumption).
+template <class T>
+static inline VecOf<T> load(const T* p) {
+  VecOf<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <class T>
+static inline void store(T* p, VecOf<T> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+template <class T>
 struct MicroTile {
   static constexpr int MR = 6;
   static constexpr int NR = 2 * Vec<T>::kLanes;  // 16 floats, 8 doubles

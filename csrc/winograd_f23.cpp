@@ -47,21 +47,6 @@ constexpr int64_t kMaxPartials = 1 << 22;    // backward-weight: elements of per
 template <class T>
 constexpr int64_t kSkew = 64 / sizeof(T);  // elements in a cache line
 
-template <class T>
-using VecOf = typename Vec<T>::type;
-
-template <class T>
-inline VecOf<T> load(const T* p) {
-  VecOf<T> v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <class T>
-inline void store(T* p, VecOf<T> v) {
-  std::memcpy(p, &v, sizeof(v));
-}
-
 // The first n lanes of v (all of them when n >= L; none when n <= 0). A masked store: a
 // variable-length memcpy here was a libc call per tile row.
 inline void store_lanes(float* p, VecOf<float> v, int64_t n) {

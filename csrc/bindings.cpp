@@ -37,7 +37,7 @@ PoolGeom pool_geom(const std::array<int64_t, 16>& v) {
 // The Winograd kernels tile a 3x3 stride-1 kernel; anything else would read out of bounds.
 void require_winograd_geometry(const ConvGeom& g) {
   if (!(g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1))
-    throw py::value_error("winograd_f23 needs a 3x3 kernel at stride 1 and dilation 1");
+    throw py::value_error("the Winograd kernels need a 3x3 kernel at stride 1 and dilation 1");
 }
 
 // The fused conv + max pool walks stride-1, undilated, ungrouped conv windows in pairs of rows
@@ -87,6 +87,13 @@ void bind_dtype(py::module_& m) {
     require_winograd_geometry(g);
     py::gil_scoped_release release;
     kernels(T()).conv_forward_winograd_f23(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
+  });
+  m.def("conv_forward_winograd_f43", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w,
+                                        std::optional<Arr<T>> bias, Arr<T> y, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    require_winograd_geometry(g);
+    py::gil_scoped_release release;
+    kernels(T()).conv_forward_winograd_f43(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
   });
   m.def("conv_backward_data", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> w,
                                  std::optional<Arr<T>> bias, Arr<T> gx, int threads) {

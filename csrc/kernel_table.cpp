@@ -10,6 +10,7 @@ static KernelTable<T> make_table() {
   t.conv_forward = conv_forward<T>;
   t.conv_forward_wide = conv_forward_wide<T>;
   t.conv_forward_winograd_f23 = conv_forward_winograd_f23<T>;
+  t.conv_forward_winograd_f43 = conv_forward_winograd_f43<T>;
   t.conv_forward_depthwise = conv_forward_depthwise<T>;
   t.conv_backward_weight_depthwise = conv_backward_weight_depthwise<T>;
   t.conv_backward_data = conv_backward_data<T>;

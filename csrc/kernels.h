@@ -11,6 +11,7 @@ template <class T> void conv_forward_wide(const ConvGeom&, const T* x, const T* 
 template <class T> void conv_forward_depthwise(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
 template <class T> void conv_backward_weight_depthwise(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
 template <class T> void conv_forward_winograd_f23(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
+template <class T> void conv_forward_winograd_f43(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
 template <class T> void conv_backward_data(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
 template <class T> void conv_backward_data_col2im(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
 template <class T> bool narrow_backward_data_accepts(const ConvGeom&);

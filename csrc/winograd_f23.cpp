@@ -33,6 +33,7 @@
 #include "kernels.h"
 #include "tasks.h"
 #include "wide.h"
+#include "winograd.h"
 #include "workspace.h"
 
 namespace fastconv {
@@ -40,109 +41,8 @@ namespace FC_ISA {
 
 namespace {
 
-constexpr int64_t kBlockBytes = 1 << 20;     // forward: a task's transformed inputs and products
 constexpr int64_t kWindowBytes = 512 << 10;  // backward-weight: a task's transformed tiles per window
 constexpr int64_t kMaxPartials = 1 << 22;    // backward-weight: elements of per-chunk partial sums
-
-template <class T>
-constexpr int64_t kSkew = 64 / sizeof(T);  // elements in a cache line
-
-// The first n lanes of v (all of them when n >= L; none when n <= 0). A masked store: a
-// variable-length memcpy here was a libc call per tile row.
-inline void store_lanes(float* p, VecOf<float> v, int64_t n) {
-  if (n >= 8) return store(p, v);
-#ifdef __AVX2__
-  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  _mm256_maskstore_ps(p, mask, reinterpret_cast<__m256>(v));
-#else
-  for (int64_t e = 0; e < n; ++e) p[e] = v[e];
-#endif
-}
-inline void store_lanes(double* p, VecOf<double> v, int64_t n) {
-  if (n >= 4) return store(p, v);
-#ifdef __AVX2__
-  const __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
-  _mm256_maskstore_pd(p, mask, reinterpret_cast<__m256d>(v));
-#else
-  for (int64_t e = 0; e < n; ++e) p[e] = v[e];
-#endif
-}
-
-// The lanes of a and b interleaved: lo = a0 b0 a1 b1 ..., hi = the upper halves'.
-inline void interleave(VecOf<float> a, VecOf<float> b, VecOf<float>& lo, VecOf<float>& hi) {
-  lo = __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
-  hi = __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
-}
-inline void interleave(VecOf<double> a, VecOf<double> b, VecOf<double>& lo, VecOf<double>& hi) {
-  lo = __builtin_shufflevector(a, b, 0, 4, 1, 5);
-  hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
-}
-
-// v[l] = row[base + l] where 0 <= base + l < W, else 0.
-inline void masked_row_load(const float* row, int64_t base, int64_t W, VecOf<float>& v) {
-#ifdef __AVX2__
-  const __m256i lane = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  const __m256i inside = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), lane),
-                                             _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(W)), lane));
-  // The address of lane 0 may lie before the row; masked-off lanes are never touched.
-  v = reinterpret_cast<VecOf<float>>(_mm256_maskload_ps(reinterpret_cast<const float*>(
-      reinterpret_cast<std::uintptr_t>(row) + base * int64_t(sizeof(float))), inside));
-#else
-  for (int l = 0; l < 8; ++l) v[l] = base + l >= 0 && base + l < W ? row[base + l] : 0.0f;
-#endif
-}
-inline void masked_row_load(const double* row, int64_t base, int64_t W, VecOf<double>& v) {
-#ifdef __AVX2__
-  const __m256i lane = _mm256_add_epi64(_mm256_set1_epi64x(base), _mm256_setr_epi64x(0, 1, 2, 3));
-  const __m256i inside = _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), lane),
-                                             _mm256_cmpgt_epi64(_mm256_set1_epi64x(W), lane));
-  v = reinterpret_cast<VecOf<double>>(_mm256_maskload_pd(reinterpret_cast<const double*>(
-      reinterpret_cast<std::uintptr_t>(row) + base * int64_t(sizeof(double))), inside));
-#else
-  for (int l = 0; l < 4; ++l) v[l] = base + l >= 0 && base + l < W ? row[base + l] : 0.0;
-#endif
-}
-
-// r[i][j] <-> r[j][i].
-inline void transpose(VecOf<float> (&r)[8]) {
-  typedef VecOf<float> V;
-  V t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {  // pairs of rows interleaved
-    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-  }
-  for (int i = 0; i < 8; i += 4)  // then pairs of pairs: u[i + j] holds columns j and j + 4
-    for (int h = 0; h < 2; ++h) {
-      u[i + 2 * h] = __builtin_shufflevector(t[i + h], t[i + 2 + h], 0, 1, 8, 9, 4, 5, 12, 13);
-      u[i + 2 * h + 1] = __builtin_shufflevector(t[i + h], t[i + 2 + h], 2, 3, 10, 11, 6, 7, 14, 15);
-    }
-  for (int i = 0; i < 4; ++i) {  // then the 128-bit halves
-    r[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-    r[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-  }
-}
-inline void transpose(VecOf<double> (&r)[4]) {
-  typedef VecOf<double> V;
-  V t[4];
-  for (int i = 0; i < 4; i += 2) {
-    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 4, 2, 6);
-    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 1, 5, 3, 7);
-  }
-  for (int h = 0; h < 2; ++h) {
-    r[h] = __builtin_shufflevector(t[h], t[h + 2], 0, 1, 4, 5);
-    r[h + 2] = __builtin_shufflevector(t[h], t[h + 2], 2, 3, 6, 7);
-  }
-}
-
-// The even / odd lanes of the 2L lanes a, b.
-inline VecOf<float> deinterleave_even(VecOf<float> a, VecOf<float> b) {
-  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
-}
-inline VecOf<float> deinterleave_odd(VecOf<float> a, VecOf<float> b) {
-  return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
-}
-inline VecOf<double> deinterleave_even(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 0, 2, 4, 6); }
-inline VecOf<double> deinterleave_odd(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 1, 3, 5, 7); }
 
 // dst[ow * ld + k] = src[k * src_stride + ow] for k < rows (a multiple of L) and ow < W, and
 // zero for W <= ow < Wd (a multiple of L): rows of a plane made channel-last, L x L blocks
@@ -253,14 +153,6 @@ inline void grad_out_transform(const VecOf<T> (&gt)[2][2], T* out, int64_t xi_st
   }
 }
 
-// Items (tile rows or images) per task: a task's transforms under kBlockBytes, halved until
-// there are 8 tasks over the groups.
-inline int64_t task_block(int64_t item_bytes, int64_t items, int64_t groups) {
-  int64_t block = min64(max64(1, kBlockBytes / item_bytes), items);
-  while (groups * ceil_div(items, block) < 8 && block > 1) block = ceil_div(block, 2);
-  return block;
-}
-
 // U = G w G^T, all 16 positions xi, for the (k, c) of one MR-row panel of one group, straight
 // into pack_a's panels (xi's packed matrix at packed + xi * per_xi): rows k and columns c, or
 // (transposed) rows c and columns k. Rows of G: (1,0,0), (1/2,1/2,1/2), (1/2,-1/2,1/2), (0,0,1).
@@ -305,18 +197,6 @@ void weight_transform(const ConvGeom& g, const T* w, bool transposed, T* packed,
   });
 }
 
-// The lanes of v from n on replaced by zero (n <= 0: all of them).
-inline VecOf<float> keep_lanes(VecOf<float> v, int64_t n) {
-  typedef int32_t I __attribute__((vector_size(32)));
-  const I lane = {0, 1, 2, 3, 4, 5, 6, 7};
-  return lane < static_cast<int32_t>(n) ? v : VecOf<float>{};
-}
-inline VecOf<double> keep_lanes(VecOf<double> v, int64_t n) {
-  typedef int64_t I __attribute__((vector_size(32)));
-  const I lane = {0, 1, 2, 3};
-  return lane < n ? v : VecOf<double>{};
-}
-
 }  // namespace
 
 template <class T>
@@ -336,7 +216,7 @@ void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const 
   weight_transform(g, w, false, packed_u, per_xi, threads);
 
   // A task: a block of tile rows (crossing images) of one group.
-  const int64_t block = task_block(16 * (Cg + Kg) * tl.tiles_w * int64_t(sizeof(T)), tile_rows, g.groups);
+  const int64_t block = winograd_task_block(16 * (Cg + Kg) * tl.tiles_w * int64_t(sizeof(T)), tile_rows, g.groups);
   const int64_t nblocks = ceil_div(tile_rows, block);
 
   parallel_tasks(g.groups * nblocks, threads, [&](int64_t task) {
@@ -419,7 +299,7 @@ void conv_backward_data_winograd_f23(const ConvGeom& g, const T* gy, const T* w,
   weight_transform(g, w, true, packed_ut, per_xi, threads);
 
   // A task: a block of whole images of one group.
-  const int64_t block = task_block(16 * (Cg + Kg) * per_image * int64_t(sizeof(T)), g.N, g.groups);
+  const int64_t block = winograd_task_block(16 * (Cg + Kg) * per_image * int64_t(sizeof(T)), g.N, g.groups);
   const int64_t nblocks = ceil_div(g.N, block);
   const int64_t acc_rows = 2 * tl.tiles_h + 2;
 

@@ -29,6 +29,7 @@ WINOGRAD_EDGES = [
     (2, 16, 9, 8, 16, 2, 2),  # groups, padding 2
     (1, 8, 3, 3, 8, 1, "same"),
     (3, 8, 2, 2, 9, 1, 1),  # a single output tile per image
+    (2, 8, 21, 38, 8, 1, 1),  # winograd_f43: 9 tiles a row (a vector and one over), last tile 2 wide
 ]
 
 
@@ -58,13 +59,13 @@ def _forced_conv(name, dtype, n, c, h, w, k, groups, padding, rng):
 
 @pytest.mark.parametrize("case", WINOGRAD_EDGES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", ["winograd_f23", "implicit_gemm"])
+@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f43", "implicit_gemm"])
 def test_forced_forward_algorithms(case, dtype, name, rng):
     _forced_conv(name, dtype, *case, rng)
 
 
 @pytest.mark.parametrize("case", WINOGRAD_EDGES)
-@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f23_adjoint", "implicit_gemm_subpixel"])
+@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f23_adjoint", "winograd_f43", "implicit_gemm_subpixel"])
 def test_forced_backward_data_algorithms(case, name, rng):
     n, c, h, w, k, groups, padding = case
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
@@ -92,12 +93,12 @@ def test_explain_says_why_an_algorithm_declines():
     _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((8, 8, 3, 3), np.float32), None, 2, 1, 1, 1)
     reasons = dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], g))
     assert reasons == {"depthwise_direct": "not depthwise (groups 1, 8 in / 8 out channels)",
-                       "winograd_f23": "stride is not 1", "implicit_gemm_wide": None, "implicit_gemm": None}
+                       "winograd_f23": "stride is not 1", "winograd_f43": "stride is not 1", "implicit_gemm_wide": None, "implicit_gemm": None}
     assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_backward_data"], g))["implicit_gemm_wide"] == \
         "stride 2x2 is not 1"
     _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((8, 2, 3, 3), np.float32), None, 1, 1, 1, 4)
     assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], g))["winograd_f23"] == \
-        "2 in / 2 out channels per group (winograd_f23 wants 8 or more)"
+        "2 in / 2 out channels per group (the Winograd algorithms want 8 or more)"
     _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((8, 8, 5, 5), np.float32), None, 1, 3, 1, 1)
     assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_backward_data"], g))["winograd_f23"] == \
         "kernel 5x5 is not 3x3"
@@ -133,7 +134,7 @@ def test_autotune_caches_its_choice_on_disk(tmp_path):
     assert first.returncode == 0, first.stderr
     files = list((tmp_path / "cpp-algo").glob("*.json"))
     assert len(files) == 1
-    assert first.stdout.strip() in ("winograd_f23", "implicit_gemm_wide", "implicit_gemm")
+    assert first.stdout.strip() in ("winograd_f23", "winograd_f43", "implicit_gemm_wide", "implicit_gemm")
     # A second process reads the choice instead of timing again: make the file name another one.
     other = "implicit_gemm" if first.stdout.strip() != "implicit_gemm" else "winograd_f23"
     entry = json.loads(files[0].read_text())
@@ -149,8 +150,9 @@ def test_autotune_caches_its_choice_on_disk(tmp_path):
     assert forced.stdout.strip() == "implicit_gemm"
 
 
+@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f43"])
 @pytest.mark.parametrize("where", ["x", "weight"])
-def test_winograd_with_infinities_matches_the_direct_sum(where, rng):
+def test_winograd_with_infinities_matches_the_direct_sum(where, name, rng):
     """inf - inf inside the transforms would give NaN; the result must be torch's +-inf."""
     x = rng.standard_normal((2, 8, 8, 8))
     w = rng.standard_normal((8, 8, 3, 3))
@@ -158,7 +160,7 @@ def test_winograd_with_infinities_matches_the_direct_sum(where, rng):
         x[1, 0, 5, 5], x[1, 2, 0, 0] = np.inf, -np.inf
     else:
         w[2, 1, 1, 1] = np.inf
-    with cpp_algorithms.force("winograd_f23"):
+    with cpp_algorithms.force(name):
         y = fastconv.conv2d(x, w, padding=1, backend="cpp")
     expected = ref(fastconv.conv2d, x, w, padding=1)
     np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
@@ -508,7 +510,7 @@ def test_forced_depthwise_forward_with_a_channel_multiplier(case, dtype, rng):
         np.testing.assert_array_equal(out, y)
 
 
-@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f23_adjoint"])
+@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f23_adjoint", "winograd_f43"])
 def test_winograd_backward_with_infinities_matches_the_direct_sum(name, rng):
     """An infinite grad_out (backward-data) or x (backward-weight) goes to the direct sums."""
     x = rng.standard_normal((2, 8, 8, 8))
@@ -536,3 +538,6 @@ def test_winograd_declines_problems_whose_transforms_would_not_fit_a_bounded_wor
     for primitive in ("conv_forward", "conv_backward_weight"):
         assert dict(cpp_algorithms.explain(cpp.ALGORITHMS[primitive], wide_row))["winograd_f23"] == \
             "one row of tiles would take 250 MiB of transforms"
+    # F(4x4, 3x3): 36 planes of a quarter as many tiles per row
+    assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], wide_row))["winograd_f43"] == \
+        "one row of tiles would take 281 MiB of transforms"

@@ -32,7 +32,7 @@ from .._params import ConvGeometry
 
 # Part of the autotune cache key: raised when a kernel changes enough that choices made
 # before should be timed again.
-TUNING_REVISION = 2
+TUNING_REVISION = 3
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def _winograd_accepts(g):
     if cg < 8 or kg < 8:
         # Its 16 GEMMs are then too thin to pay for the transforms, and its error, a few
         # roundoffs per transform, would no longer be small next to the short sums' own.
-        return f"{cg} in / {kg} out channels per group (winograd_f23 wants 8 or more)"
+        return f"{cg} in / {kg} out channels per group (the Winograd algorithms want 8 or more)"
     if (g.R, g.S) != (3, 3):
         return f"kernel {g.R}x{g.S} is not 3x3"
     if (g.stride_h, g.stride_w) != (1, 1):
@@ -67,16 +67,20 @@ _WINOGRAD_ROW_BYTES = 32 << 20
 _WINOGRAD_IMAGE_BYTES = 64 << 20
 
 
-def _winograd_bytes(g, tile_rows):
-    """Bytes of the 16 transformed planes of `tile_rows` rows of 2x2 output tiles, in and out."""
-    return 16 * (g.C // g.groups + g.K // g.groups) * tile_rows * -(-g.out_w // 2) * 8
+def _winograd_bytes(g, tile_rows, m=2):
+    """Bytes of the (m+2)^2 transformed planes of `tile_rows` rows of m x m output tiles, in and out."""
+    return (m + 2) ** 2 * (g.C // g.groups + g.K // g.groups) * tile_rows * -(-g.out_w // m) * 8
 
 
-def _winograd_bounded_accepts(g):
+def _winograd_bounded_accepts(g, m=2):
     why = _winograd_accepts(g)
-    if why is None and _winograd_bytes(g, 1) > _WINOGRAD_ROW_BYTES:
-        return f"one row of tiles would take {_winograd_bytes(g, 1) >> 20} MiB of transforms"
+    if why is None and _winograd_bytes(g, 1, m) > _WINOGRAD_ROW_BYTES:
+        return f"one row of tiles would take {_winograd_bytes(g, 1, m) >> 20} MiB of transforms"
     return why
+
+
+def _winograd_f43_accepts(g):
+    return _winograd_bounded_accepts(g, m=4)
 
 
 def _winograd_adjoint_accepts(g):
@@ -87,11 +91,15 @@ def _winograd_adjoint_accepts(g):
     return why
 
 
-def _winograd_backward_data_accepts(g):
-    why = _winograd_accepts(g) or _winograd_bounded_accepts(_backward_data_as_forward(g))
+def _winograd_backward_data_accepts(g, m=2):
+    why = _winograd_accepts(g) or _winograd_bounded_accepts(_backward_data_as_forward(g), m)
     if why is None and (g.pad_h > 2 or g.pad_w > 2):
         return "padding above 2 would make the transposed problem's padding negative"
     return why
+
+
+def _winograd_f43_backward_data_accepts(g):
+    return _winograd_backward_data_accepts(g, m=4)
 
 
 def _stride_one(g):
@@ -158,6 +166,8 @@ def make_tables(C, geom):
                   lambda x, w, b, y, g, t: C.conv_forward_depthwise(geom(g), x, w, b, y, t)),
         Algorithm("winograd_f23", _winograd_bounded_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_f23(geom(g), x, w, b, y, t)),
+        Algorithm("winograd_f43", _winograd_f43_accepts,
+                  lambda x, w, b, y, g, t: C.conv_forward_winograd_f43(geom(g), x, w, b, y, t)),
         Algorithm("implicit_gemm_wide", _always,
                   lambda x, w, b, y, g, t: C.conv_forward_wide(geom(g), x, w, b, y, t)),
         Algorithm("implicit_gemm", _always,
@@ -169,6 +179,9 @@ def make_tables(C, geom):
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
         Algorithm("winograd_f23_adjoint", _winograd_adjoint_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_backward_data_winograd_f23(geom(g), gy, w, b, gx, t)),
+        Algorithm("winograd_f43", _winograd_f43_backward_data_accepts,
+                  lambda gy, w, b, gx, g, t: C.conv_forward_winograd_f43(
+                      geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
         Algorithm("depthwise_direct", _depthwise_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_depthwise(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),

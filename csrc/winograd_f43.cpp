@@ -1,0 +1,368 @@
+// Winograd F(4x4, 3x3) forward for 3x3 kernels at stride 1, dilation 1 (Lavin & Gray 2016,
+// interpolation points 0, +-1, +-2, infinity): each 4x4 output tile takes 36 multiplies per
+// (k, c) instead of 144 directly, or 64 with F(2x2, 3x3) -- 1.78x fewer GEMM flops than
+// winograd_f23.cpp, whose structure this follows: U = G w G^T packed per position xi (36 of
+// them), V = B^T d B for the 6x6 input tiles, 36 GEMMs with the tiles as columns, then
+// Y = A^T M A with the bias. Also the backward-data of a stride-1 conv (the flipped kernel's
+// forward, cpp_algorithms.py).
+//
+// Tiles are numbered across tile rows and images, so a task's transforms run on whole vectors
+// even where a row has 3 tiles (MNIST's 11x11 outputs; numbering them row by row left 5 of 8
+// lanes idle and made this slower than F(2x2, 3x3) there). A tile's input columns are
+// 4 tw - pw + j, j = 0..5: with each input row split into its four column phases (column
+// mod 4), column j of consecutive tiles is one contiguous load (phase j mod 4, offset j / 4) --
+// if each tile row carries one phantom tile, whose lanes a permute drops before V is stored.
+// The output transform stores each tile's rows through a small per-tile table.
+//
+// Accuracy: the transforms' coefficients reach 5 (B), 1/24 (G) and 8 (A), so each output
+// carries more roundoffs than F(2x2, 3x3)'s (measured: ~2e-6 of the sum of |products| in float32
+// vs ~1e-7, inside the tests' bound); the autotuner only picks it where it is faster. Infinite
+// inputs or weights go to the implicit GEMM (inf - inf in the transforms). One writer per
+// output: thread-count independent.
+#include <cstdint>
+#include <cstring>
+
+#include "gather.h"
+#include "gemm_microkernel.h"
+#include "kernels.h"
+#include "tasks.h"
+#include "wide.h"
+#include "winograd.h"
+#include "workspace.h"
+
+namespace fastconv {
+namespace FC_ISA {
+
+namespace {
+
+constexpr int kTile = 6, kXi = 36;  // input tile side, transform positions
+
+// out[p * stride + u] = row[4u + p - pw] for the four phases p and u < n (rounded up to whole
+// vectors: the lanes past n are written too), zero outside the row.
+template <class T>
+void split_row_phases(const T* row, int64_t W, int64_t pw, int64_t n, int64_t stride, T* out) {
+  constexpr int L = Vec<T>::kLanes;
+  if (W < L) {  // rows shorter than a vector (MNIST's 5): zero vectors, then one move per element
+    for (int p = 0; p < 4; ++p)
+      for (int64_t u = 0; u < n; u += L) store(out + p * stride + u, VecOf<T>{});
+    for (int64_t iw = max64(0, -pw); iw < W && (iw + pw) / 4 < round_up(n, L); ++iw)
+      out[(iw + pw) % 4 * stride + (iw + pw) / 4] = row[iw];
+    return;
+  }
+  for (int64_t u = 0; u < n; u += L) {
+    const int64_t base = 4 * u - pw;
+    VecOf<T> v[4];
+    for (int e = 0; e < 4; ++e) {  // masked loads are slow: none for a vector wholly outside the row
+      const int64_t lo = base + e * L;
+      if (lo + L <= 0 || lo >= W)
+        v[e] = VecOf<T>{};
+      else if (lo >= 0 && lo + L <= W)
+        v[e] = load(row + lo);
+      else
+        masked_row_load(row, lo, W, v[e]);
+    }
+    const VecOf<T> a = v[0], b = v[1], c = v[2], d = v[3];
+    const VecOf<T> e1 = deinterleave_even(a, b), o1 = deinterleave_odd(a, b);
+    const VecOf<T> e2 = deinterleave_even(c, d), o2 = deinterleave_odd(c, d);
+    store(out + u, deinterleave_even(e1, e2));
+    store(out + stride + u, deinterleave_even(o1, o2));
+    store(out + 2 * stride + u, deinterleave_odd(e1, e2));
+    store(out + 3 * stride + u, deinterleave_odd(o1, o2));
+  }
+}
+
+// v's lanes picked by idx (lane l of the result = v[idx[l]]).
+inline VecOf<float> permute(VecOf<float> v, const int32_t* idx) {
+#ifdef __AVX2__
+  return reinterpret_cast<VecOf<float>>(_mm256_permutevar8x32_ps(
+      reinterpret_cast<__m256>(v), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx))));
+#else
+  VecOf<float> r;
+  for (int l = 0; l < 8; ++l) r[l] = v[idx[l]];
+  return r;
+#endif
+}
+inline VecOf<double> permute(VecOf<double> v, const int32_t* idx) {
+  VecOf<double> r;
+  for (int l = 0; l < 4; ++l) r[l] = v[idx[l]];
+  return r;
+}
+
+// The lanes of a, b, c, d interleaved four ways: out[0] = a0 b0 c0 d0 a1 b1 c1 d1, ... (the
+// inverse of the phase split: tile t's four output columns side by side).
+inline void interleave4(VecOf<float> a, VecOf<float> b, VecOf<float> c, VecOf<float> d, VecOf<float> (&out)[4]) {
+  VecOf<float> ab_lo, ab_hi, cd_lo, cd_hi;
+  interleave(a, b, ab_lo, ab_hi);
+  interleave(c, d, cd_lo, cd_hi);
+  out[0] = __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 8, 9, 2, 3, 10, 11);
+  out[1] = __builtin_shufflevector(ab_lo, cd_lo, 4, 5, 12, 13, 6, 7, 14, 15);
+  out[2] = __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 8, 9, 2, 3, 10, 11);
+  out[3] = __builtin_shufflevector(ab_hi, cd_hi, 4, 5, 12, 13, 6, 7, 14, 15);
+}
+inline void interleave4(VecOf<double> a, VecOf<double> b, VecOf<double> c, VecOf<double> d,
+                        VecOf<double> (&out)[4]) {
+  VecOf<double> ab_lo, ab_hi, cd_lo, cd_hi;
+  interleave(a, b, ab_lo, ab_hi);
+  interleave(c, d, cd_lo, cd_hi);
+  out[0] = __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 4, 5);
+  out[1] = __builtin_shufflevector(ab_lo, cd_lo, 2, 3, 6, 7);
+  out[2] = __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 4, 5);
+  out[3] = __builtin_shufflevector(ab_hi, cd_hi, 2, 3, 6, 7);
+}
+
+// r = B^T d for one column of six values. B^T rows: (4,0,-5,0,1,0), (0,-4,-4,1,1,0),
+// (0,4,-4,-1,1,0), (0,-2,-1,2,1,0), (0,2,-1,-2,1,0), (0,4,0,-5,0,1).
+template <class T, class V = VecOf<T>>
+inline void bt_column(const V (&d)[kTile], V (&r)[kTile]) {
+  const V four = V{} + T(4), five = V{} + T(5), two = V{} + T(2);
+  const V t0 = d[4] - four * d[2], t1 = d[3] - four * d[1];
+  const V t2 = d[4] - d[2], t3 = two * (d[3] - d[1]);
+  r[0] = four * d[0] - five * d[2] + d[4];
+  r[1] = t0 + t1;
+  r[2] = t0 - t1;
+  r[3] = t2 + t3;
+  r[4] = t2 - t3;
+  r[5] = four * d[1] - five * d[3] + d[5];
+}
+
+// V = B^T d B for the L padded tiles q0 .. q0 + L - 1; `split` holds, per tile row i of the
+// input tile and phase p, the padded sequence at split + (4 i + p) * stride. The lanes are
+// compacted by `keep` (phantom tiles dropped) and stored whole at v + xi * xi_stride + dst: the
+// lanes past the real ones land where the next vector's go (or on slack).
+template <class T>
+void input_transform(const T* split, int64_t stride, int64_t q0, const int32_t* keep, T* v, int64_t xi_stride) {
+  typedef VecOf<T> V;
+  V rows[kTile][kTile];  // B^T d, row i of it per column j
+  for (int j = 0; j < kTile; ++j) {
+    V d[kTile], r[kTile];
+    for (int i = 0; i < kTile; ++i) d[i] = load(split + (4 * i + j % 4) * stride + q0 + j / 4);
+    bt_column<T>(d, r);
+    for (int i = 0; i < kTile; ++i) rows[i][j] = r[i];
+  }
+  for (int i = 0; i < kTile; ++i) {  // (B^T d) B: the same combination along each row
+    V r[kTile];
+    bt_column<T>(rows[i], r);
+    for (int j = 0; j < kTile; ++j) store(v + (i * kTile + j) * xi_stride, permute(r[j], keep));
+  }
+}
+
+// y = A^T m for one column of six values. A^T rows: (1,1,1,1,1,0), (0,1,-1,2,-2,0),
+// (0,1,1,4,4,0), (0,1,-1,8,-8,1).
+template <class T, class V = VecOf<T>>
+inline void at_column(const V (&m)[kTile], V (&y)[4]) {
+  const V s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+  y[0] = m[0] + s12 + s34;
+  y[1] = d12 + T(2) * d34;
+  y[2] = s12 + T(4) * s34;
+  y[3] = d12 + T(8) * d34 + m[5];
+}
+
+// U = G w G^T, all 36 positions, for the (k, c) of one MR-row panel of one group, straight into
+// pack_a's panels (xi's packed matrix at packed + xi * per_xi). Rows of G: (1/4,0,0),
+// (-1/6,-1/6,-1/6), (-1/6,1/6,-1/6), (1/24,1/12,1/6), (1/24,-1/12,1/6), (0,0,1).
+template <class T>
+void weight_transform_panel(const T* w, int64_t Kg, int64_t Cg, int64_t r0, T* packed, int64_t per_xi) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes;
+  constexpr int64_t MR = MicroTile<T>::MR;
+  const T G[kTile][3] = {{T(1) / 4, 0, 0},
+                         {T(-1) / 6, T(-1) / 6, T(-1) / 6},
+                         {T(-1) / 6, T(1) / 6, T(-1) / 6},
+                         {T(1) / 24, T(1) / 12, T(1) / 6},
+                         {T(1) / 24, T(-1) / 12, T(1) / 6},
+                         {0, 0, 1}};
+  // On vectors of L kernels (channels c0 .. c0 + L - 1 of one row k): the scalar version of
+  // this was a quarter of MNIST conv3's forward.
+  for (int64_t c0 = 0; c0 < Cg; c0 += L) {
+    const int64_t nc = min64(L, Cg - c0);
+    for (int64_t i = 0; i < MR; ++i) {
+      alignas(32) T taps[9][L] = {};  // rows past Kg: zero kernels
+      if (r0 + i < Kg)
+        for (int64_t l = 0; l < nc; ++l)
+          for (int s = 0; s < 9; ++s) taps[s][l] = w[((r0 + i) * Cg + c0 + l) * 9 + s];
+      V f[9], gf[kTile][3];  // G f
+      for (int s = 0; s < 9; ++s) f[s] = load(taps[s]);
+      for (int a = 0; a < kTile; ++a)
+        for (int s = 0; s < 3; ++s) gf[a][s] = G[a][0] * f[s] + G[a][1] * f[3 + s] + G[a][2] * f[6 + s];
+      alignas(32) T u[kXi][L];  // (G f) G^T
+      for (int a = 0; a < kTile; ++a)
+        for (int b = 0; b < kTile; ++b) store(u[a * kTile + b], G[b][0] * gf[a][0] + G[b][1] * gf[a][1] + G[b][2] * gf[a][2]);
+      for (int xi = 0; xi < kXi; ++xi)
+        for (int64_t l = 0; l < nc; ++l) packed[xi * per_xi + r0 * Cg + (c0 + l) * MR + i] = u[xi][l];
+    }
+  }
+}
+
+// Where the input transform's vector of padded tiles q0 .. q0 + L - 1 goes: its real tiles'
+// lanes, in order (then anything), and the compact index of the first.
+struct Compaction {
+  int32_t keep[8];
+  int64_t dst;
+};
+
+// Where a compact tile's output goes (relative to its channel's plane), and how much of it.
+struct TileOut {
+  int64_t offset;
+  int32_t rows, cols;
+};
+
+// The tile rows [r0, r1) of one group, numbered compactly (t = (r - r0) * tiles_w + tw) for the
+// GEMMs and with one phantom tile per row (q = (r - r0) * (tiles_w + 1) + tw) for the input
+// transform, so that each input column it reads for L tiles is one load from the split phases;
+// and the buffers: V[xi][c][t], M[xi][k][t] (planes vs / ms apart, rows ld apart).
+template <class T>
+struct Block {
+  static constexpr int L = Vec<T>::kLanes;
+  const ConvGeom& g;
+  int64_t gi, r0, r1, tiles_h, tiles_w, padded_w;
+  int64_t nt, nq, nvec, ld, vs, ms, stride;  // stride: of the split phases
+  T *v, *m;
+  Compaction* plan;
+  TileOut* outs;
+
+  Block(const ConvGeom& geom, int64_t group, int64_t row0, int64_t row1)
+      : g(geom), gi(group), r0(row0), r1(row1), tiles_h(ceil_div(g.OH, 4)), tiles_w(ceil_div(g.OW, 4)),
+        padded_w(tiles_w + 1) {
+    nt = (r1 - r0) * tiles_w;
+    nq = (r1 - r0) * padded_w;
+    nvec = ceil_div(nq, L);
+    ld = round_up(nt + L, MicroTile<T>::NR);  // slack for the last vector's extra lanes
+    // The planes a cache line off a multiple of 4 KiB apart (see winograd_f23.cpp).
+    vs = g.C / g.groups * ld + kSkew<T>;
+    ms = g.K / g.groups * ld + kSkew<T>;
+    stride = round_up(nq + 2 * L, L);
+  }
+  int64_t transform_bytes() const { return sizeof(T) * kXi * (vs + ms); }
+  int64_t plan_bytes() const { return sizeof(Compaction) * nvec + sizeof(TileOut) * nt; }
+  int64_t split_bytes() const { return sizeof(T) * 24 * stride; }
+
+  // v, m at `buffers` (transform_bytes), the plans at `plans` (plan_bytes).
+  void place(char* buffers, char* plans) {
+    v = reinterpret_cast<T*>(buffers);
+    m = v + kXi * vs;
+    plan = reinterpret_cast<Compaction*>(plans);
+    outs = reinterpret_cast<TileOut*>(plan + nvec);
+    for (int64_t vi = 0; vi < nvec; ++vi) {
+      int n = 0;
+      plan[vi].dst = -1;
+      for (int l = 0; l < L; ++l) {
+        const int64_t q = vi * L + l;
+        if (q < nq && q % padded_w < tiles_w) {
+          if (plan[vi].dst < 0) plan[vi].dst = q / padded_w * tiles_w + q % padded_w;
+          plan[vi].keep[n++] = l;
+        }
+      }
+      for (int l = n; l < 8; ++l) plan[vi].keep[l] = 0;
+      if (plan[vi].dst < 0) plan[vi].dst = nt;  // nothing real: into the slack
+    }
+    const int64_t P = g.OH * g.OW;
+    for (int64_t t = 0; t < nt; ++t) {
+      const int64_t r = r0 + t / tiles_w, n = r / tiles_h, th = r % tiles_h, tw = t % tiles_w;
+      outs[t] = {(n * g.K + gi * (g.K / g.groups)) * P + 4 * th * g.OW + 4 * tw,
+                 static_cast<int32_t>(min64(4, g.OH - 4 * th)), static_cast<int32_t>(min64(4, g.OW - 4 * tw))};
+    }
+  }
+
+  // V's rows for channel c (of the group), with `split` (split_bytes) as scratch.
+  void transform_input(const T* x, int64_t c, T* split) const {
+    // Lanes read past the last tile row: zero, so no garbage (a slow denormal) enters the sums.
+    for (int s = 0; s < 24; ++s)
+      for (int64_t q = nq; q < stride; ++q) split[s * stride + q] = T(0);
+    for (int64_t r = r0; r < r1; ++r) {  // in order: a row's whole-vector overrun is rewritten by the next
+      const int64_t n = r / tiles_h, th = r % tiles_h, q = (r - r0) * padded_w;
+      const T* plane = x + (n * g.C + gi * (g.C / g.groups) + c) * g.H * g.W;
+      for (int i = 0; i < kTile; ++i) {
+        const int64_t ih = 4 * th + i - g.ph;
+        T* out = split + 4 * i * stride + q;
+        if (ih >= 0 && ih < g.H)
+          split_row_phases(plane + ih * g.W, g.W, g.pw, padded_w, stride, out);
+        else
+          for (int p = 0; p < 4; ++p) std::memset(out + p * stride, 0, sizeof(T) * padded_w);
+      }
+    }
+    for (int64_t vi = 0; vi < nvec; ++vi) input_transform(split, stride, vi * L, plan[vi].keep, v + c * ld + plan[vi].dst, vs);
+  }
+
+  // M[xi] = U[xi] V[xi].
+  void multiply(const T* packed_u, int64_t per_xi, int xi) const {
+    gemm_packed<T>(g.K / g.groups, nt, g.C / g.groups, packed_u + (gi * kXi + xi) * per_xi, v + xi * vs, ld, m + xi * ms, ld,
+                   false);
+  }
+
+  // Y = A^T M A plus the bias for output channel k (of the group), on vectors of compact
+  // tiles; each tile's rows stored through its TileOut, clipped at the bottom and right edges.
+  void transform_output(const T* bias, int64_t k, T* y) const {
+    typedef VecOf<T> V;
+    alignas(32) T buf[4 * L];
+    const V b = V{} + (bias ? bias[gi * (g.K / g.groups) + k] : T(0));
+    T* plane = y + k * g.OH * g.OW;
+    for (int64_t t0 = 0; t0 < nt; t0 += L) {
+      V q[4][kTile];  // A^T M, per column
+      for (int j = 0; j < kTile; ++j) {
+        V col[kTile], yc[4];
+        for (int i = 0; i < kTile; ++i) col[i] = load(m + (i * kTile + j) * ms + k * ld + t0);
+        at_column<T>(col, yc);
+        for (int i = 0; i < 4; ++i) q[i][j] = yc[i];
+      }
+      const int64_t lanes = min64(L, nt - t0);
+      for (int i = 0; i < 4; ++i) {
+        V yr[4], o[4];
+        at_column<T>(q[i], yr);
+        interleave4(yr[0] + b, yr[1] + b, yr[2] + b, yr[3] + b, o);
+        for (int e = 0; e < 4; ++e) store(buf + e * L, o[e]);
+        for (int64_t l = 0; l < lanes; ++l) {
+          const TileOut& to = outs[t0 + l];
+          if (i >= to.rows) continue;
+          T* dst = plane + to.offset + i * g.OW;
+          if (to.cols == 4)
+            std::memcpy(dst, buf + 4 * l, 4 * sizeof(T));
+          else
+            for (int e = 0; e < to.cols; ++e) dst[e] = buf[4 * l + e];
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+
+template <class T>
+void conv_forward_winograd_f43(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
+  constexpr int64_t MR = MicroTile<T>::MR;
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups;
+  const int64_t tiles_h = ceil_div(g.OH, 4), tiles_w = ceil_div(g.OW, 4), tile_rows = g.N * tiles_h;
+  if (tile_rows == 0 || tiles_w == 0) return;
+  if (!all_finite(w, g.K * Cg * 9) || !all_finite(x, g.N * g.C * g.H * g.W))
+    return conv_forward<T>(g, x, w, bias, y, threads);
+
+  const int64_t per_xi = packed_a_size<T>(Kg, Cg), panels = ceil_div(Kg, MR);
+  T* packed_u = static_cast<T*>(thread_workspace(sizeof(T) * kXi * per_xi * g.groups, kSlotShared));
+  parallel_tasks(g.groups * panels, threads, [&](int64_t task) {
+    const int64_t gi = task / panels;
+    weight_transform_panel(w + gi * Kg * Cg * 9, Kg, Cg, (task % panels) * MR, packed_u + gi * kXi * per_xi, per_xi);
+  });
+
+  // A task: a block of tile rows (crossing images) of one group.
+  const int64_t block = winograd_task_block(kXi * (Cg + Kg) * tiles_w * int64_t(sizeof(T)), tile_rows, g.groups);
+  const int64_t nblocks = ceil_div(tile_rows, block);
+  parallel_tasks(g.groups * nblocks, threads, [&](int64_t task) {
+    const int64_t gi = task / nblocks, r0 = (task % nblocks) * block;
+    Block<T> b(g, gi, r0, min64(r0 + block, tile_rows));
+    char* buffers = static_cast<char*>(thread_workspace(b.transform_bytes(), kSlotTile));
+    char* scratch = static_cast<char*>(thread_workspace(round_up(b.plan_bytes(), 64) + b.split_bytes(), kSlotPackA));
+    b.place(buffers, scratch);
+    T* split = reinterpret_cast<T*>(scratch + round_up(b.plan_bytes(), 64));
+    for (int64_t c = 0; c < Cg; ++c) b.transform_input(x, c, split);
+    for (int xi = 0; xi < kXi; ++xi) b.multiply(packed_u, per_xi, xi);
+    for (int64_t k = 0; k < Kg; ++k) b.transform_output(bias, k, y);
+  });
+}
+
+#define FC_INSTANTIATE(T) \
+  template void conv_forward_winograd_f43<T>(const ConvGeom&, const T*, const T*, const T*, T*, int);
+FC_INSTANTIATE(float)
+FC_INSTANTIATE(double)
+#undef FC_INSTANTIATE
+
+}  // namespace FC_ISA
+}  // namespace fastconv

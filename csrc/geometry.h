@@ -39,6 +39,7 @@ struct KernelTable {
   // Dot products over wide output rows (conv_wide_weight.cpp).
   void (*conv_backward_data_winograd_f23)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight_winograd_f23)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
+  void (*conv_backward_weight_winograd_f43)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   void (*conv_backward_weight_wide)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   // Conv (stride 1, dilation 1, one group) then 2x2 stride-2 max pool, fused (conv_max_pool.cpp):
   // y is the pooled output, where[n][k][i][j] the winning pixel of window (i, j), dh * 2 + dw.

@@ -135,5 +135,31 @@ inline VecOf<double> keep_lanes(VecOf<double> v, int64_t n) {
   return lane < n ? v : VecOf<double>{};
 }
 
+// dst[ow * ld + k] = src[k * src_stride + ow] for k < rows (a multiple of L) and ow < W, and
+// zero for W <= ow < Wd (a multiple of L): rows of a plane made channel-last, L x L blocks
+// transposed in registers.
+template <class T>
+void to_channel_last(const T* src, int64_t src_stride, int64_t rows, int64_t W, int64_t Wd, T* dst, int64_t ld) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes;
+  for (int64_t k0 = 0; k0 < rows; k0 += L)
+    for (int64_t w0 = 0; w0 < Wd; w0 += L) {
+      V r[L];
+      for (int i = 0; i < L; ++i) masked_row_load(src + (k0 + i) * src_stride, w0, W, r[i]);
+      transpose(r);
+      for (int j = 0; j < L; ++j) store(dst + (w0 + j) * ld + k0, r[j]);
+    }
+}
+
+// dst[ow * KW + k] = src[k * src_stride + ow] for k < K and ow < W, zero for the other k < KW
+// and ow < Wd (a multiple of L): grad_out rows channel-last, whole vectors of k by to_channel_last.
+template <class T>
+void rows_channel_last(const T* src, int64_t src_stride, int64_t K, int64_t W, int64_t Wd, T* dst, int64_t KW) {
+  const int64_t full = K / Vec<T>::kLanes * Vec<T>::kLanes;
+  to_channel_last(src, src_stride, full, W, Wd, dst, KW);
+  for (int64_t ow = 0; ow < Wd; ++ow)
+    for (int64_t k = full; k < KW; ++k) dst[ow * KW + k] = k < K && ow < W ? src[k * src_stride + ow] : T(0);
+}
+
 }  // namespace FC_ISA
 }  // namespace fastconv

@@ -44,22 +44,6 @@ namespace {
 constexpr int64_t kWindowBytes = 512 << 10;  // backward-weight: a task's transformed tiles per window
 constexpr int64_t kMaxPartials = 1 << 22;    // backward-weight: elements of per-chunk partial sums
 
-// dst[ow * ld + k] = src[k * src_stride + ow] for k < rows (a multiple of L) and ow < W, and
-// zero for W <= ow < Wd (a multiple of L): rows of a plane made channel-last, L x L blocks
-// transposed in registers.
-template <class T>
-void to_channel_last(const T* src, int64_t src_stride, int64_t rows, int64_t W, int64_t Wd, T* dst, int64_t ld) {
-  typedef VecOf<T> V;
-  constexpr int L = Vec<T>::kLanes;
-  for (int64_t k0 = 0; k0 < rows; k0 += L)
-    for (int64_t w0 = 0; w0 < Wd; w0 += L) {
-      V r[L];
-      for (int i = 0; i < L; ++i) masked_row_load(src + (k0 + i) * src_stride, w0, W, r[i]);
-      transpose(r);
-      for (int j = 0; j < L; ++j) store(dst + (w0 + j) * ld + k0, r[j]);
-    }
-}
-
 struct Tiling {
   int64_t tiles_h, tiles_w;  // 2x2 output tiles per image
   int64_t tiles_w_l;         // tiles_w rounded up to whole vectors
@@ -454,10 +438,7 @@ void conv_backward_weight_winograd_f23(const ConvGeom& g, const T* gy, const T* 
             continue;
           }
           const T* src = gy + (n * g.K + gi * Kg) * OHW + oh * g.OW;
-          const int64_t full = Kg / L * L;  // whole vectors of k; the rest one at a time
-          to_channel_last(src, OHW, full, g.OW, 2 * tl.tiles_w_l, dst, KW);
-          for (int64_t ow = 0; ow < 2 * tl.tiles_w_l; ++ow)
-            for (int64_t k = full; k < KW; ++k) dst[ow * KW + k] = k < Kg && ow < g.OW ? src[k * OHW + ow] : T(0);
+          rows_channel_last(src, OHW, Kg, g.OW, 2 * tl.tiles_w_l, dst, KW);
         }
         T* z = zt + (r - w0) * tl.tiles_w * KW;
         for (int64_t tw = 0; tw < tl.tiles_w; ++tw)

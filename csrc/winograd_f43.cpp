@@ -358,8 +358,152 @@ void conv_forward_winograd_f43(const ConvGeom& g, const T* x, const T* w, const 
   });
 }
 
-#define FC_INSTANTIATE(T) \
-  template void conv_forward_winograd_f43<T>(const ConvGeom&, const T*, const T*, const T*, T*, int);
+namespace {
+
+constexpr int64_t kWindowBytes = 512 << 10;  // backward-weight: a task's transforms per window of tile rows
+constexpr int64_t kMaxPartials = 1 << 22;    // backward-weight: elements of per-chunk partial sums
+
+// z = A g for one column of a 4x4 grad_out tile. A's rows (1,0,0,0), (1,1,1,1), (1,-1,1,-1),
+// (1,2,4,8), (1,-2,4,-8), (0,0,0,1).
+template <class T, class V = VecOf<T>>
+inline void a_column(const V (&gc)[4], V (&z)[kTile]) {
+  const V s02 = gc[0] + gc[2], s13 = gc[1] + gc[3];
+  const V t02 = gc[0] + T(4) * gc[2], t13 = T(2) * gc[1] + T(8) * gc[3];
+  z[0] = gc[0];
+  z[1] = s02 + s13;
+  z[2] = s02 - s13;
+  z[3] = t02 + t13;
+  z[4] = t02 - t13;
+  z[5] = gc[3];
+}
+
+}  // namespace
+
+// Backward-weight: differentiating Y = A^T [U (.) V] A with U = G w G^T gives
+// grad_w = G^T [sum_t Z_t (.) V_t] G with Z_t = A gy_t A^T: 36 GEMMs M[xi][c][k] whose
+// reduction runs over the tiles, A = V (the forward's input transform, packed) and B = Z^T,
+// made on vectors of k from grad_out rows laid out channel-last (so no lane idles however
+// small the plane). Tasks: (group, chunk of tile rows), windows of tile rows within a chunk
+// sized to stay in L2; per-chunk partial sums added in chunk order: thread-count independent.
+template <class T>
+void conv_backward_weight_winograd_f43(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes;
+  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, OHW = g.OH * g.OW;
+  const int64_t tiles_h = ceil_div(g.OH, 4), tiles_w = ceil_div(g.OW, 4), tile_rows = g.N * tiles_h;
+  if (tile_rows == 0 || tiles_w == 0) {  // an empty sum
+    std::memset(gw, 0, sizeof(T) * g.K * Cg * 9);
+    return;
+  }
+  if (!all_finite(x, g.N * g.C * g.H * g.W) || !all_finite(gy, g.N * g.K * OHW))
+    return conv_backward_weight<T>(g, gy, x, gw, threads);
+
+  const int64_t KW = round_up(Kg, NR), msize = kXi * Cg * Kg;  // one group's M, [xi][c][k]
+  int64_t nchunks = max64(1, min64(min64(8, tile_rows), kMaxPartials / msize));
+  const int64_t per_chunk = ceil_div(tile_rows, nchunks);
+  nchunks = ceil_div(tile_rows, per_chunk);
+  T* partials = static_cast<T*>(thread_workspace(sizeof(T) * g.groups * nchunks * msize, kSlotShared));
+
+  parallel_tasks(g.groups * nchunks, threads, [&](int64_t task) {
+    const int64_t gi = task / nchunks, chunk = task % nchunks;
+    const int64_t r_begin = chunk * per_chunk, r_end = min64(r_begin + per_chunk, tile_rows);
+    // Per tile row: V and its packed copy, Z^T.
+    const int64_t row_bytes = kXi * tiles_w * (2 * round_up(Cg, MR) + KW) * int64_t(sizeof(T));
+    const int64_t wrows = max64(1, min64(kWindowBytes / row_bytes, r_end - r_begin));
+    const Block<T> widest(g, gi, r_begin, r_begin + wrows);
+    const int64_t packed_size = packed_a_size<T>(Cg, widest.nt) + kSkew<T>, zs = widest.nt * KW + kSkew<T>;
+    const int64_t Wd = round_up(4 * tiles_w, L), gyt_row = Wd * KW;  // grad_out rows, channel-last
+    char* work = static_cast<char*>(thread_workspace(
+        sizeof(T) * (kXi * widest.vs + kXi * packed_size + kXi * zs + 4 * gyt_row) + widest.split_bytes(), kSlotTile));
+    T* v = reinterpret_cast<T*>(work);
+    T* packed = v + kXi * widest.vs;
+    T* zt = packed + kXi * packed_size;
+    T* gyt = zt + kXi * zs;
+    T* split = gyt + 4 * gyt_row;
+    char* plans = static_cast<char*>(thread_workspace(widest.plan_bytes(), kSlotPackA));
+    T* m = partials + (gi * nchunks + chunk) * msize;
+
+    for (int64_t w0 = r_begin; w0 < r_end; w0 += wrows) {
+      Block<T> b(g, gi, w0, min64(w0 + wrows, r_end));
+      b.place(reinterpret_cast<char*>(v), plans);  // (V only: b.m is not used here)
+      for (int64_t c = 0; c < Cg; ++c) b.transform_input(x, c, split);
+      for (int xi = 0; xi < kXi; ++xi) pack_a<T>(Cg, b.nt, b.v + xi * b.vs, b.ld, 1, packed + xi * packed_size);
+
+      for (int64_t r = w0; r < b.r1; ++r) {
+        const int64_t n = r / tiles_h, th = r % tiles_h;
+        for (int i = 0; i < 4; ++i) {
+          const int64_t oh = 4 * th + i;
+          if (oh >= g.OH)
+            std::memset(gyt + i * gyt_row, 0, sizeof(T) * gyt_row);
+          else
+            rows_channel_last(gy + (n * g.K + gi * Kg) * OHW + oh * g.OW, OHW, Kg, g.OW, Wd, gyt + i * gyt_row, KW);
+        }
+        for (int64_t tw = 0; tw < tiles_w; ++tw) {
+          T* z = zt + ((r - w0) * tiles_w + tw) * KW;
+          for (int64_t k = 0; k < KW; k += L) {
+            V za[kTile][4];  // A gy, per grad_out column
+            for (int j = 0; j < 4; ++j) {
+              V col[4], zc[kTile];
+              for (int i = 0; i < 4; ++i) col[i] = load(gyt + i * gyt_row + (4 * tw + j) * KW + k);
+              a_column<T>(col, zc);
+              for (int a = 0; a < kTile; ++a) za[a][j] = zc[a];
+            }
+            for (int a = 0; a < kTile; ++a) {  // (A gy) A^T
+              V zr[kTile];
+              a_column<T>(za[a], zr);
+              for (int c = 0; c < kTile; ++c) store(z + (a * kTile + c) * zs + k, zr[c]);
+            }
+          }
+        }
+      }
+      for (int xi = 0; xi < kXi; ++xi)
+        gemm_packed<T>(Cg, Kg, b.nt, packed + xi * packed_size, zt + xi * zs, KW, m + xi * Cg * Kg, Kg, w0 > r_begin);
+    }
+  });
+
+  // M: the partials added in chunk order (into the first), in parallel over stretches of it.
+  const int64_t stretch = 4096, stretches = ceil_div(msize, stretch);
+  if (nchunks > 1)
+    parallel_tasks(g.groups * stretches, threads, [&](int64_t task) {
+      const int64_t gi = task / stretches, e0 = (task % stretches) * stretch;
+      T* first = partials + gi * nchunks * msize;
+      for (int64_t ch = 1; ch < nchunks; ++ch) {
+        const T* part = first + ch * msize;
+        for (int64_t e = e0; e < min64(e0 + stretch, msize); ++e) first[e] += part[e];
+      }
+    });
+  // grad_w = G^T M G.
+  const T G[kTile][3] = {{T(1) / 4, 0, 0},
+                         {T(-1) / 6, T(-1) / 6, T(-1) / 6},
+                         {T(-1) / 6, T(1) / 6, T(-1) / 6},
+                         {T(1) / 24, T(1) / 12, T(1) / 6},
+                         {T(1) / 24, T(-1) / 12, T(1) / 6},
+                         {0, 0, 1}};
+  for (int64_t gi = 0; gi < g.groups; ++gi) {
+    const T* msum = partials + gi * nchunks * msize;
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t k = 0; k < Kg; ++k) {
+        T mg[kTile][3] = {};  // M G
+        for (int a = 0; a < kTile; ++a)
+          for (int b = 0; b < kTile; ++b) {
+            const T mab = msum[((a * kTile + b) * Cg + c) * Kg + k];
+            for (int s = 0; s < 3; ++s) mg[a][s] += mab * G[b][s];
+          }
+        T* out = gw + ((gi * Kg + k) * Cg + c) * 9;
+        for (int r = 0; r < 3; ++r)
+          for (int s = 0; s < 3; ++s) {
+            T sum = 0;
+            for (int a = 0; a < kTile; ++a) sum += G[a][r] * mg[a][s];
+            out[r * 3 + s] = sum;
+          }
+      }
+  }
+}
+
+#define FC_INSTANTIATE(T)                                                                \
+  template void conv_forward_winograd_f43<T>(const ConvGeom&, const T*, const T*, const T*, T*, int); \
+  template void conv_backward_weight_winograd_f43<T>(const ConvGeom&, const T*, const T*, T*, int);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)
 #undef FC_INSTANTIATE

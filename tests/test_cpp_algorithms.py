@@ -45,16 +45,20 @@ def _forced_conv(name, dtype, n, c, h, w, k, groups, padding, rng):
         gy = rng.standard_normal(y.shape).astype(dtype)
         gx, gw, gb = fastconv.conv2d_backward(gy, x, wt, b, backend="cpp", **kw)
     ax, aw, ab = absolute(x, wt, b)
+    # F(4x4, 3x3)'s transforms have coefficients up to 8 (A), 5 (B) and 1/24 (G): each output
+    # carries that many more roundoffs than F(2x2, 3x3)'s +-1, 1/2 -- a further factor of 4
+    # (measured: within a quarter of this bound over WINOGRAD_EDGES and MNIST's shapes).
+    f43 = 4.0 if name == "winograd_f43" else 1.0
     assert_within(y, ref(fastconv.conv2d, x, wt, b, **kw), ref(fastconv.conv2d, ax, aw, ab, **kw),
-                  (c // groups) * 9 * 4, dtype, what=f"{name} forward")
+                  (c // groups) * 9 * 4, dtype, factor=f43, what=f"{name} forward")
     rx = ref(fastconv.conv2d_backward, gy, x, wt, b, **kw)
     mx = ref(fastconv.conv2d_backward, np.abs(gy), ax, aw, ab, **kw)
-    assert_within(gx, rx[0], mx[0], (k // groups) * 9 * 4, dtype, what=f"{name} backward-data")
+    assert_within(gx, rx[0], mx[0], (k // groups) * 9 * 4, dtype, factor=f43, what=f"{name} backward-data")
     # x 4 as above: Winograd's transformed terms are sums of up to 4 inputs (each rounded); and
     # all 9 taps of a (k, c) kernel come from the same transformed sums, whose terms are as large
     # as the largest tap's: so its bound scales with that tap's magnitude.
-    mw = np.broadcast_to(mx[1].max(axis=(2, 3), keepdims=True), mx[1].shape) if name == "winograd_f23" else mx[1]
-    assert_within(gw, rx[1], mw, n * y.shape[2] * y.shape[3] * 4, dtype, what=f"{name} backward-weight")
+    mw = np.broadcast_to(mx[1].max(axis=(2, 3), keepdims=True), mx[1].shape) if "winograd" in name else mx[1]
+    assert_within(gw, rx[1], mw, n * y.shape[2] * y.shape[3] * 4, dtype, factor=f43, what=f"{name} backward-weight")
 
 
 @pytest.mark.parametrize("case", WINOGRAD_EDGES)
@@ -82,10 +86,11 @@ def test_forced_backward_data_algorithms(case, name, rng):
         yt = fastconv.conv_transpose2d(xt, wt, bt, padding=1, groups=groups, backend="cpp")
     want = ref(fastconv.conv2d_backward, gy, x, wt, None, padding=padding, groups=groups)[0]
     mag = ref(fastconv.conv2d_backward, np.abs(gy), x, np.abs(wt), None, padding=padding, groups=groups)[0]
-    assert_within(gx, want, mag, (k // groups) * 9 * 4, np.float32, what=f"{name} backward-data")
+    f43 = 4.0 if name == "winograd_f43" else 1.0  # (see _forced_conv)
+    assert_within(gx, want, mag, (k // groups) * 9 * 4, np.float32, factor=f43, what=f"{name} backward-data")
     assert_within(yt, ref(fastconv.conv_transpose2d, xt, wt, bt, padding=1, groups=groups),
                   ref(fastconv.conv_transpose2d, np.abs(xt), np.abs(wt), np.abs(bt), padding=1, groups=groups),
-                  (k // groups) * 9 * 4, np.float32, what=f"{name} conv_transpose2d")
+                  (k // groups) * 9 * 4, np.float32, factor=f43, what=f"{name} conv_transpose2d")
 
 
 def test_explain_says_why_an_algorithm_declines():

@@ -200,6 +200,8 @@ def make_tables(C, geom):
                   lambda gy, x, gw, g, t: C.conv_backward_weight_depthwise(geom(g), gy, x, gw, t)),
         Algorithm("winograd_f23", _winograd_bounded_accepts,
                   lambda gy, x, gw, g, t: C.conv_backward_weight_winograd_f23(geom(g), gy, x, gw, t)),
+        Algorithm("winograd_f43", _winograd_f43_accepts,
+                  lambda gy, x, gw, g, t: C.conv_backward_weight_winograd_f43(geom(g), gy, x, gw, t)),
         Algorithm("dot_wide", _dot_wide_accepts,
                   lambda gy, x, gw, g, t: C.conv_backward_weight_wide(geom(g), gy, x, gw, t)),
         Algorithm("implicit_gemm", _always,

@@ -8,6 +8,7 @@
 
 #include "gather.h"
 #include "gemm_microkernel.h"
+#include "tasks.h"
 
 namespace fastconv {
 namespace FC_ISA {
@@ -159,6 +160,37 @@ void rows_channel_last(const T* src, int64_t src_stride, int64_t K, int64_t W, i
   to_channel_last(src, src_stride, full, W, Wd, dst, KW);
   for (int64_t ow = 0; ow < Wd; ++ow)
     for (int64_t k = full; k < KW; ++k) dst[ow * KW + k] = k < K && ow < W ? src[k * src_stride + ow] : T(0);
+}
+
+// Backward-weight: tile rows split into chunks (at most 8, and no more partial sums than
+// kMaxPartials elements in all), each summed into its own partial M of msize elements.
+constexpr int64_t kWindowBytes = 512 << 10;  // a task's transforms per window of tile rows
+constexpr int64_t kMaxPartials = 1 << 22;    // elements of per-chunk partial sums
+
+struct Chunks {
+  int64_t count, per;  // chunks, tile rows per chunk (the last may have fewer)
+};
+
+inline Chunks weight_chunks(int64_t tile_rows, int64_t msize) {
+  const int64_t n = max64(1, min64(min64(8, tile_rows), kMaxPartials / msize));
+  const int64_t per = ceil_div(tile_rows, n);
+  return {ceil_div(tile_rows, per), per};
+}
+
+// Each group's partials (groups x chunks x msize) added in chunk order into its first, in
+// parallel over stretches of it: the same sums in the same order at any thread count.
+template <class T>
+void sum_chunk_partials(T* partials, int64_t groups, int64_t chunks, int64_t msize, int threads) {
+  if (chunks <= 1) return;
+  const int64_t stretch = 4096, stretches = ceil_div(msize, stretch);
+  parallel_tasks(groups * stretches, threads, [&](int64_t task) {
+    const int64_t gi = task / stretches, e0 = (task % stretches) * stretch;
+    T* first = partials + gi * chunks * msize;
+    for (int64_t ch = 1; ch < chunks; ++ch) {
+      const T* part = first + ch * msize;
+      for (int64_t e = e0; e < min64(e0 + stretch, msize); ++e) first[e] += part[e];
+    }
+  });
 }
 
 }  // namespace FC_ISA

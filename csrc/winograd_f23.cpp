@@ -41,8 +41,6 @@ namespace FC_ISA {
 
 namespace {
 
-constexpr int64_t kWindowBytes = 512 << 10;  // backward-weight: a task's transformed tiles per window
-constexpr int64_t kMaxPartials = 1 << 22;    // backward-weight: elements of per-chunk partial sums
 
 struct Tiling {
   int64_t tiles_h, tiles_w;  // 2x2 output tiles per image
@@ -384,9 +382,8 @@ void conv_backward_weight_winograd_f23(const ConvGeom& g, const T* gy, const T* 
   // transforms (all 16 xi) sized to stay in L2 next to the GEMMs that read them.
   const int64_t KW = round_up(Kg, NR);
   const int64_t msize = 16 * Cg * Kg;  // one group's M, [xi][c][k]
-  int64_t nchunks = max64(1, min64(min64(8, tile_rows), kMaxPartials / msize));
-  const int64_t per_chunk = ceil_div(tile_rows, nchunks);
-  nchunks = ceil_div(tile_rows, per_chunk);
+  const Chunks chunks = weight_chunks(tile_rows, msize);
+  const int64_t nchunks = chunks.count, per_chunk = chunks.per;
   int64_t cblocks = 1;  // channel blocks (whole MR panels) while there are fewer than 8 tasks
   while (g.groups * nchunks * cblocks < 8 && cblocks * 2 * MR <= Cg) cblocks *= 2;
   const int64_t cper = round_up(ceil_div(Cg, cblocks), MR);
@@ -454,17 +451,7 @@ void conv_backward_weight_winograd_f23(const ConvGeom& g, const T* gy, const T* 
     }
   });
 
-  // M: the partials added in chunk order (into the first), in parallel over stretches of it.
-  const int64_t stretch = 4096;
-  if (nchunks > 1)
-    parallel_tasks(g.groups * ceil_div(msize, stretch), threads, [&](int64_t task) {
-      const int64_t gi = task / ceil_div(msize, stretch), e0 = (task % ceil_div(msize, stretch)) * stretch;
-      T* first = partials + gi * nchunks * msize;
-      for (int64_t ch = 1; ch < nchunks; ++ch) {
-        const T* part = first + ch * msize;
-        for (int64_t e = e0; e < min64(e0 + stretch, msize); ++e) first[e] += part[e];
-      }
-    });
+  sum_chunk_partials(partials, g.groups, nchunks, msize, threads);
   // grad_w = G^T M G, G^T rows (1,1/2,1/2,0), (0,1/2,-1/2,0), (0,1/2,1/2,1).
   auto gtmul = [](int row, T m0, T m1, T m2, T m3) -> T {
     switch (row) {

@@ -157,20 +157,23 @@ inline void at_column(const V (&m)[kTile], V (&y)[4]) {
   y[3] = d12 + T(8) * d34 + m[5];
 }
 
+// The kernel transform's G (U = G w G^T; backward-weight: grad_w = G^T M G).
+template <class T>
+constexpr T kG[kTile][3] = {{T(1) / 4, 0, 0},
+                            {T(-1) / 6, T(-1) / 6, T(-1) / 6},
+                            {T(-1) / 6, T(1) / 6, T(-1) / 6},
+                            {T(1) / 24, T(1) / 12, T(1) / 6},
+                            {T(1) / 24, T(-1) / 12, T(1) / 6},
+                            {0, 0, 1}};
+
 // U = G w G^T, all 36 positions, for the (k, c) of one MR-row panel of one group, straight into
-// pack_a's panels (xi's packed matrix at packed + xi * per_xi). Rows of G: (1/4,0,0),
-// (-1/6,-1/6,-1/6), (-1/6,1/6,-1/6), (1/24,1/12,1/6), (1/24,-1/12,1/6), (0,0,1).
+// pack_a's panels (xi's packed matrix at packed + xi * per_xi).
 template <class T>
 void weight_transform_panel(const T* w, int64_t Kg, int64_t Cg, int64_t r0, T* packed, int64_t per_xi) {
   typedef VecOf<T> V;
   constexpr int L = Vec<T>::kLanes;
   constexpr int64_t MR = MicroTile<T>::MR;
-  const T G[kTile][3] = {{T(1) / 4, 0, 0},
-                         {T(-1) / 6, T(-1) / 6, T(-1) / 6},
-                         {T(-1) / 6, T(1) / 6, T(-1) / 6},
-                         {T(1) / 24, T(1) / 12, T(1) / 6},
-                         {T(1) / 24, T(-1) / 12, T(1) / 6},
-                         {0, 0, 1}};
+  const auto& G = kG<T>;
   // On vectors of L kernels (channels c0 .. c0 + L - 1 of one row k): the scalar version of
   // this was a quarter of MNIST conv3's forward.
   for (int64_t c0 = 0; c0 < Cg; c0 += L) {
@@ -216,9 +219,10 @@ struct Block {
   const ConvGeom& g;
   int64_t gi, r0, r1, tiles_h, tiles_w, padded_w;
   int64_t nt, nq, nvec, ld, vs, ms, stride;  // stride: of the split phases
-  T *v, *m;
-  Compaction* plan;
-  TileOut* outs;
+  T* v = nullptr;                // place_input
+  Compaction* plan = nullptr;
+  T* m = nullptr;                // place_output (forward only)
+  TileOut* outs = nullptr;
 
   Block(const ConvGeom& geom, int64_t group, int64_t row0, int64_t row1)
       : g(geom), gi(group), r0(row0), r1(row1), tiles_h(ceil_div(g.OH, 4)), tiles_w(ceil_div(g.OW, 4)),
@@ -232,16 +236,16 @@ struct Block {
     ms = g.K / g.groups * ld + kSkew<T>;
     stride = round_up(nq + 2 * L, L);
   }
-  int64_t transform_bytes() const { return sizeof(T) * kXi * (vs + ms); }
-  int64_t plan_bytes() const { return sizeof(Compaction) * nvec + sizeof(TileOut) * nt; }
+  int64_t v_bytes() const { return sizeof(T) * kXi * vs; }
+  int64_t m_bytes() const { return sizeof(T) * kXi * ms; }
+  int64_t plan_bytes() const { return sizeof(Compaction) * nvec; }
+  int64_t outs_bytes() const { return sizeof(TileOut) * nt; }
   int64_t split_bytes() const { return sizeof(T) * 24 * stride; }
 
-  // v, m at `buffers` (transform_bytes), the plans at `plans` (plan_bytes).
-  void place(char* buffers, char* plans) {
-    v = reinterpret_cast<T*>(buffers);
-    m = v + kXi * vs;
-    plan = reinterpret_cast<Compaction*>(plans);
-    outs = reinterpret_cast<TileOut*>(plan + nvec);
+  // V at `buffer` (v_bytes) and the input transform's compaction plan at `plans` (plan_bytes).
+  void place_input(T* buffer, Compaction* plans) {
+    v = buffer;
+    plan = plans;
     for (int64_t vi = 0; vi < nvec; ++vi) {
       int n = 0;
       plan[vi].dst = -1;
@@ -255,6 +259,12 @@ struct Block {
       for (int l = n; l < 8; ++l) plan[vi].keep[l] = 0;
       if (plan[vi].dst < 0) plan[vi].dst = nt;  // nothing real: into the slack
     }
+  }
+
+  // M at `buffer` (m_bytes) and the output transform's per-tile table at `table` (outs_bytes).
+  void place_output(T* buffer, TileOut* table) {
+    m = buffer;
+    outs = table;
     const int64_t P = g.OH * g.OW;
     for (int64_t t = 0; t < nt; ++t) {
       const int64_t r = r0 + t / tiles_w, n = r / tiles_h, th = r % tiles_h, tw = t % tiles_w;
@@ -348,10 +358,12 @@ void conv_forward_winograd_f43(const ConvGeom& g, const T* x, const T* w, const 
   parallel_tasks(g.groups * nblocks, threads, [&](int64_t task) {
     const int64_t gi = task / nblocks, r0 = (task % nblocks) * block;
     Block<T> b(g, gi, r0, min64(r0 + block, tile_rows));
-    char* buffers = static_cast<char*>(thread_workspace(b.transform_bytes(), kSlotTile));
-    char* scratch = static_cast<char*>(thread_workspace(round_up(b.plan_bytes(), 64) + b.split_bytes(), kSlotPackA));
-    b.place(buffers, scratch);
-    T* split = reinterpret_cast<T*>(scratch + round_up(b.plan_bytes(), 64));
+    char* scratch = static_cast<char*>(thread_workspace(b.split_bytes() + b.plan_bytes() + b.outs_bytes(), kSlotPackA));
+    T* split = reinterpret_cast<T*>(scratch);
+    b.place_input(static_cast<T*>(thread_workspace(b.v_bytes(), kSlotTile)),
+                  reinterpret_cast<Compaction*>(scratch + b.split_bytes()));
+    b.place_output(static_cast<T*>(thread_workspace(b.m_bytes(), kSlotTile2)),
+                   reinterpret_cast<TileOut*>(scratch + b.split_bytes() + b.plan_bytes()));
     for (int64_t c = 0; c < Cg; ++c) b.transform_input(x, c, split);
     for (int xi = 0; xi < kXi; ++xi) b.multiply(packed_u, per_xi, xi);
     for (int64_t k = 0; k < Kg; ++k) b.transform_output(bias, k, y);
@@ -359,9 +371,6 @@ void conv_forward_winograd_f43(const ConvGeom& g, const T* x, const T* w, const 
 }
 
 namespace {
-
-constexpr int64_t kWindowBytes = 512 << 10;  // backward-weight: a task's transforms per window of tile rows
-constexpr int64_t kMaxPartials = 1 << 22;    // backward-weight: elements of per-chunk partial sums
 
 // z = A g for one column of a 4x4 grad_out tile. A's rows (1,0,0,0), (1,1,1,1), (1,-1,1,-1),
 // (1,2,4,8), (1,-2,4,-8), (0,0,0,1).
@@ -400,9 +409,8 @@ void conv_backward_weight_winograd_f43(const ConvGeom& g, const T* gy, const T* 
     return conv_backward_weight<T>(g, gy, x, gw, threads);
 
   const int64_t KW = round_up(Kg, NR), msize = kXi * Cg * Kg;  // one group's M, [xi][c][k]
-  int64_t nchunks = max64(1, min64(min64(8, tile_rows), kMaxPartials / msize));
-  const int64_t per_chunk = ceil_div(tile_rows, nchunks);
-  nchunks = ceil_div(tile_rows, per_chunk);
+  const Chunks chunks = weight_chunks(tile_rows, msize);
+  const int64_t nchunks = chunks.count, per_chunk = chunks.per;
   T* partials = static_cast<T*>(thread_workspace(sizeof(T) * g.groups * nchunks * msize, kSlotShared));
 
   parallel_tasks(g.groups * nchunks, threads, [&](int64_t task) {
@@ -421,12 +429,12 @@ void conv_backward_weight_winograd_f43(const ConvGeom& g, const T* gy, const T* 
     T* zt = packed + kXi * packed_size;
     T* gyt = zt + kXi * zs;
     T* split = gyt + 4 * gyt_row;
-    char* plans = static_cast<char*>(thread_workspace(widest.plan_bytes(), kSlotPackA));
+    Compaction* plans = static_cast<Compaction*>(thread_workspace(widest.plan_bytes(), kSlotPackA));
     T* m = partials + (gi * nchunks + chunk) * msize;
 
     for (int64_t w0 = r_begin; w0 < r_end; w0 += wrows) {
       Block<T> b(g, gi, w0, min64(w0 + wrows, r_end));
-      b.place(reinterpret_cast<char*>(v), plans);  // (V only: b.m is not used here)
+      b.place_input(v, plans);
       for (int64_t c = 0; c < Cg; ++c) b.transform_input(x, c, split);
       for (int xi = 0; xi < kXi; ++xi) pack_a<T>(Cg, b.nt, b.v + xi * b.vs, b.ld, 1, packed + xi * packed_size);
 
@@ -462,24 +470,9 @@ void conv_backward_weight_winograd_f43(const ConvGeom& g, const T* gy, const T* 
     }
   });
 
-  // M: the partials added in chunk order (into the first), in parallel over stretches of it.
-  const int64_t stretch = 4096, stretches = ceil_div(msize, stretch);
-  if (nchunks > 1)
-    parallel_tasks(g.groups * stretches, threads, [&](int64_t task) {
-      const int64_t gi = task / stretches, e0 = (task % stretches) * stretch;
-      T* first = partials + gi * nchunks * msize;
-      for (int64_t ch = 1; ch < nchunks; ++ch) {
-        const T* part = first + ch * msize;
-        for (int64_t e = e0; e < min64(e0 + stretch, msize); ++e) first[e] += part[e];
-      }
-    });
+  sum_chunk_partials(partials, g.groups, nchunks, msize, threads);
   // grad_w = G^T M G.
-  const T G[kTile][3] = {{T(1) / 4, 0, 0},
-                         {T(-1) / 6, T(-1) / 6, T(-1) / 6},
-                         {T(-1) / 6, T(1) / 6, T(-1) / 6},
-                         {T(1) / 24, T(1) / 12, T(1) / 6},
-                         {T(1) / 24, T(-1) / 12, T(1) / 6},
-                         {0, 0, 1}};
+  const auto& G = kG<T>;
   for (int64_t gi = 0; gi < g.groups; ++gi) {
     const T* msum = partials + gi * nchunks * msize;
     for (int64_t c = 0; c < Cg; ++c)

@@ -33,6 +33,13 @@ WINOGRAD_EDGES = [
 ]
 
 
+def _bound_factor(name):
+    """F(4x4, 3x3)'s transforms have coefficients up to 8 (A), 5 (B) and 1/24 (G): each output
+    carries that many more roundoffs than F(2x2, 3x3)'s +-1, 1/2 -- a further factor of 4
+    (measured: within a quarter of this bound over WINOGRAD_EDGES and MNIST's shapes)."""
+    return 4.0 if name == "winograd_f43" else 1.0
+
+
 def _forced_conv(name, dtype, n, c, h, w, k, groups, padding, rng):
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     wt = rng.standard_normal((k, c // groups, 3, 3)).astype(dtype)
@@ -45,10 +52,7 @@ def _forced_conv(name, dtype, n, c, h, w, k, groups, padding, rng):
         gy = rng.standard_normal(y.shape).astype(dtype)
         gx, gw, gb = fastconv.conv2d_backward(gy, x, wt, b, backend="cpp", **kw)
     ax, aw, ab = absolute(x, wt, b)
-    # F(4x4, 3x3)'s transforms have coefficients up to 8 (A), 5 (B) and 1/24 (G): each output
-    # carries that many more roundoffs than F(2x2, 3x3)'s +-1, 1/2 -- a further factor of 4
-    # (measured: within a quarter of this bound over WINOGRAD_EDGES and MNIST's shapes).
-    f43 = 4.0 if name == "winograd_f43" else 1.0
+    f43 = _bound_factor(name)
     assert_within(y, ref(fastconv.conv2d, x, wt, b, **kw), ref(fastconv.conv2d, ax, aw, ab, **kw),
                   (c // groups) * 9 * 4, dtype, factor=f43, what=f"{name} forward")
     rx = ref(fastconv.conv2d_backward, gy, x, wt, b, **kw)
@@ -86,7 +90,7 @@ def test_forced_backward_data_algorithms(case, name, rng):
         yt = fastconv.conv_transpose2d(xt, wt, bt, padding=1, groups=groups, backend="cpp")
     want = ref(fastconv.conv2d_backward, gy, x, wt, None, padding=padding, groups=groups)[0]
     mag = ref(fastconv.conv2d_backward, np.abs(gy), x, np.abs(wt), None, padding=padding, groups=groups)[0]
-    f43 = 4.0 if name == "winograd_f43" else 1.0  # (see _forced_conv)
+    f43 = _bound_factor(name)
     assert_within(gx, want, mag, (k // groups) * 9 * 4, np.float32, factor=f43, what=f"{name} backward-data")
     assert_within(yt, ref(fastconv.conv_transpose2d, xt, wt, bt, padding=1, groups=groups),
                   ref(fastconv.conv_transpose2d, np.abs(xt), np.abs(wt), np.abs(bt), padding=1, groups=groups),

@@ -133,6 +133,13 @@ void bind_dtype(py::module_& m) {
     py::gil_scoped_release release;
     kernels(T()).conv_backward_data_winograd_f23(g, gy.data(), w.data(), opt_ptr(bias), gx.mutable_data(), threads);
   });
+  m.def("conv_backward_data_winograd_f43", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> w,
+                                              std::optional<Arr<T>> bias, Arr<T> gx, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    require_winograd_geometry(g);
+    py::gil_scoped_release release;
+    kernels(T()).conv_backward_data_winograd_f43(g, gy.data(), w.data(), opt_ptr(bias), gx.mutable_data(), threads);
+  });
   m.def("conv_backward_weight_winograd_f23", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x,
                                                 Arr<T> gw, int threads) {
     const ConvGeom g = conv_geom(geom);

@@ -38,6 +38,7 @@ struct KernelTable {
   void (*conv_backward_weight)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   // Dot products over wide output rows (conv_wide_weight.cpp).
   void (*conv_backward_data_winograd_f23)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
+  void (*conv_backward_data_winograd_f43)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight_winograd_f23)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   void (*conv_backward_weight_winograd_f43)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   void (*conv_backward_weight_wide)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);

@@ -18,6 +18,7 @@ template <class T> bool narrow_backward_data_accepts(const ConvGeom&);
 template <class T> void conv_backward_data_narrow(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
 template <class T> void conv_backward_weight(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
 template <class T> void conv_backward_data_winograd_f23(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
+template <class T> void conv_backward_data_winograd_f43(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
 template <class T> void conv_backward_weight_winograd_f23(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
 template <class T> void conv_backward_weight_winograd_f43(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
 template <class T> void conv_backward_weight_wide(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);

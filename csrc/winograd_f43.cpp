@@ -157,6 +157,51 @@ inline void at_column(const V (&m)[kTile], V (&y)[4]) {
   y[3] = d12 + T(8) * d34 + m[5];
 }
 
+// z = A g for one column of a 4x4 grad_out tile. A's rows (1,0,0,0), (1,1,1,1), (1,-1,1,-1),
+// (1,2,4,8), (1,-2,4,-8), (0,0,0,1).
+template <class T, class V = VecOf<T>>
+inline void a_column(const V (&gc)[4], V (&z)[kTile]) {
+  const V s02 = gc[0] + gc[2], s13 = gc[1] + gc[3];
+  const V t02 = gc[0] + T(4) * gc[2], t13 = T(2) * gc[1] + T(8) * gc[3];
+  z[0] = gc[0];
+  z[1] = s02 + s13;
+  z[2] = s02 - s13;
+  z[3] = t02 + t13;
+  z[4] = t02 - t13;
+  z[5] = gc[3];
+}
+
+// Z = A gy A^T for the L padded tiles q0 .. q0 + L - 1 of 4x4 grad_out tiles; `split` holds,
+// per tile row i and phase (column) j, the padded sequence at split + (4 i + j) * stride.
+// Compacted and stored like input_transform's V.
+template <class T>
+void grad_out_transform(const T* split, int64_t stride, int64_t q0, const int32_t* keep, T* z, int64_t xi_stride) {
+  typedef VecOf<T> V;
+  V cols[kTile][4];  // A gy, row a of it per column j
+  for (int j = 0; j < 4; ++j) {
+    V gc[4], zc[kTile];
+    for (int i = 0; i < 4; ++i) gc[i] = load(split + (4 * i + j) * stride + q0);
+    a_column<T>(gc, zc);
+    for (int a = 0; a < kTile; ++a) cols[a][j] = zc[a];
+  }
+  for (int a = 0; a < kTile; ++a) {  // (A gy) A^T
+    V zr[kTile];
+    a_column<T>(cols[a], zr);
+    for (int c = 0; c < kTile; ++c) store(z + (a * kTile + c) * xi_stride, permute(zr[c], keep));
+  }
+}
+
+// r = B m for one column of six values (the adjoint of bt_column: B^T's columns as rows).
+template <class T, class V = VecOf<T>>
+inline void b_column(const V (&m)[kTile], V (&r)[kTile]) {
+  r[0] = T(4) * m[0];
+  r[1] = T(4) * (m[2] - m[1] + m[5]) + T(2) * (m[4] - m[3]);
+  r[2] = -(T(5) * m[0] + T(4) * (m[1] + m[2]) + m[3] + m[4]);
+  r[3] = m[1] - m[2] + T(2) * (m[3] - m[4]) - T(5) * m[5];
+  r[4] = m[0] + m[1] + m[2] + m[3] + m[4];
+  r[5] = m[5];
+}
+
 // The kernel transform's G (U = G w G^T; backward-weight: grad_w = G^T M G).
 template <class T>
 constexpr T kG[kTile][3] = {{T(1) / 4, 0, 0},
@@ -166,23 +211,27 @@ constexpr T kG[kTile][3] = {{T(1) / 4, 0, 0},
                             {T(1) / 24, T(-1) / 12, T(1) / 6},
                             {0, 0, 1}};
 
-// U = G w G^T, all 36 positions, for the (k, c) of one MR-row panel of one group, straight into
-// pack_a's panels (xi's packed matrix at packed + xi * per_xi).
+// U = G w G^T, all 36 positions, for one MR-row panel of one group, straight into pack_a's
+// panels (xi's packed matrix at packed + xi * per_xi): rows k and columns c, or (transposed, for
+// the adjoint) rows c and columns k.
 template <class T>
-void weight_transform_panel(const T* w, int64_t Kg, int64_t Cg, int64_t r0, T* packed, int64_t per_xi) {
+void weight_transform_panel(const T* w, int64_t Kg, int64_t Cg, int64_t r0, bool transposed, T* packed,
+                            int64_t per_xi) {
   typedef VecOf<T> V;
   constexpr int L = Vec<T>::kLanes;
   constexpr int64_t MR = MicroTile<T>::MR;
   const auto& G = kG<T>;
-  // On vectors of L kernels (channels c0 .. c0 + L - 1 of one row k): the scalar version of
-  // this was a quarter of MNIST conv3's forward.
-  for (int64_t c0 = 0; c0 < Cg; c0 += L) {
-    const int64_t nc = min64(L, Cg - c0);
+  const int64_t rows = transposed ? Cg : Kg, cols = transposed ? Kg : Cg;
+  const int64_t row_step = transposed ? 9 : Cg * 9, col_step = transposed ? Cg * 9 : 9;  // in w
+  // On vectors of L kernels (columns c0 .. c0 + L - 1 of one row): the scalar version of this
+  // was a quarter of MNIST conv3's forward.
+  for (int64_t c0 = 0; c0 < cols; c0 += L) {
+    const int64_t nc = min64(L, cols - c0);
     for (int64_t i = 0; i < MR; ++i) {
-      alignas(32) T taps[9][L] = {};  // rows past Kg: zero kernels
-      if (r0 + i < Kg)
+      alignas(32) T taps[9][L] = {};  // rows past the last: zero kernels
+      if (r0 + i < rows)
         for (int64_t l = 0; l < nc; ++l)
-          for (int s = 0; s < 9; ++s) taps[s][l] = w[((r0 + i) * Cg + c0 + l) * 9 + s];
+          for (int s = 0; s < 9; ++s) taps[s][l] = w[(r0 + i) * row_step + (c0 + l) * col_step + s];
       V f[9], gf[kTile][3];  // G f
       for (int s = 0; s < 9; ++s) f[s] = load(taps[s]);
       for (int a = 0; a < kTile; ++a)
@@ -191,15 +240,29 @@ void weight_transform_panel(const T* w, int64_t Kg, int64_t Cg, int64_t r0, T* p
       for (int a = 0; a < kTile; ++a)
         for (int b = 0; b < kTile; ++b) store(u[a * kTile + b], G[b][0] * gf[a][0] + G[b][1] * gf[a][1] + G[b][2] * gf[a][2]);
       for (int xi = 0; xi < kXi; ++xi)
-        for (int64_t l = 0; l < nc; ++l) packed[xi * per_xi + r0 * Cg + (c0 + l) * MR + i] = u[xi][l];
+        for (int64_t l = 0; l < nc; ++l) packed[xi * per_xi + r0 * cols + (c0 + l) * MR + i] = u[xi][l];
     }
   }
 }
 
+// Every group's U (or U^T), packed per (group, xi) at packed + (gi * 36 + xi) * per_xi; tasks per panel.
+template <class T>
+void weight_transform(const ConvGeom& g, const T* w, bool transposed, T* packed, int64_t per_xi, int threads) {
+  constexpr int64_t MR = MicroTile<T>::MR;
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, panels = ceil_div(transposed ? Cg : Kg, MR);
+  parallel_tasks(g.groups * panels, threads, [&](int64_t task) {
+    const int64_t gi = task / panels;
+    weight_transform_panel(w + gi * Kg * Cg * 9, Kg, Cg, (task % panels) * MR, transposed, packed + gi * kXi * per_xi,
+                           per_xi);
+  });
+}
+
 // Where the input transform's vector of padded tiles q0 .. q0 + L - 1 goes: its real tiles'
-// lanes, in order (then anything), and the compact index of the first.
+// lanes, in order (then anything), and the compact index of the first. The way back (the
+// adjoint): padded lane l is compact lane spread[l] of the `real` loaded from dst, a phantom
+// lane is lane `real` (zeroed: a phantom vector is all real, real = L, never has one).
 struct Compaction {
-  int32_t keep[8];
+  int32_t keep[8], spread[8], real;
   int64_t dst;
 };
 
@@ -251,20 +314,28 @@ struct Block {
       plan[vi].dst = -1;
       for (int l = 0; l < L; ++l) {
         const int64_t q = vi * L + l;
+        plan[vi].spread[l] = -1;
         if (q < nq && q % padded_w < tiles_w) {
           if (plan[vi].dst < 0) plan[vi].dst = q / padded_w * tiles_w + q % padded_w;
+          plan[vi].spread[l] = n;
           plan[vi].keep[n++] = l;
         }
       }
-      for (int l = n; l < 8; ++l) plan[vi].keep[l] = 0;
+      for (int l = 0; l < 8; ++l) {
+        if (l >= n) plan[vi].keep[l] = 0;
+        if (l >= L || plan[vi].spread[l] < 0) plan[vi].spread[l] = l < L ? n : 0;
+      }
+      plan[vi].real = n;
       if (plan[vi].dst < 0) plan[vi].dst = nt;  // nothing real: into the slack
     }
   }
 
-  // M at `buffer` (m_bytes) and the output transform's per-tile table at `table` (outs_bytes).
+  // M at `buffer` (m_bytes) and the output transform's per-tile table at `table` (outs_bytes;
+  // none for the adjoint, which keeps Z in M's place).
   void place_output(T* buffer, TileOut* table) {
     m = buffer;
     outs = table;
+    if (!table) return;
     const int64_t P = g.OH * g.OW;
     for (int64_t t = 0; t < nt; ++t) {
       const int64_t r = r0 + t / tiles_w, n = r / tiles_h, th = r % tiles_h, tw = t % tiles_w;
@@ -273,24 +344,98 @@ struct Block {
     }
   }
 
-  // V's rows for channel c (of the group), with `split` (split_bytes) as scratch.
-  void transform_input(const T* x, int64_t c, T* split) const {
+  // The first `rows` rows of every tile row's input tiles, taken from channel `ch` of planes
+  // H x W (`channels` per image; tile row th starts at row 4 th - ph, column -pw), split into
+  // column phases: row i, phase p of tile row r at split + (4 i + p) * stride + (r - r0) * padded_w.
+  void split_tile_rows(const T* planes, int64_t channels, int64_t ch, int64_t H, int64_t W, int64_t ph, int64_t pw,
+                       int rows, T* split) const {
     // Lanes read past the last tile row: zero, so no garbage (a slow denormal) enters the sums.
-    for (int s = 0; s < 24; ++s)
+    for (int s = 0; s < 4 * rows; ++s)
       for (int64_t q = nq; q < stride; ++q) split[s * stride + q] = T(0);
     for (int64_t r = r0; r < r1; ++r) {  // in order: a row's whole-vector overrun is rewritten by the next
       const int64_t n = r / tiles_h, th = r % tiles_h, q = (r - r0) * padded_w;
-      const T* plane = x + (n * g.C + gi * (g.C / g.groups) + c) * g.H * g.W;
-      for (int i = 0; i < kTile; ++i) {
-        const int64_t ih = 4 * th + i - g.ph;
+      const T* plane = planes + (n * channels + ch) * H * W;
+      for (int i = 0; i < rows; ++i) {
+        const int64_t ih = 4 * th + i - ph;
         T* out = split + 4 * i * stride + q;
-        if (ih >= 0 && ih < g.H)
-          split_row_phases(plane + ih * g.W, g.W, g.pw, padded_w, stride, out);
+        if (ih >= 0 && ih < H)
+          split_row_phases(plane + ih * W, W, pw, padded_w, stride, out);
         else
           for (int p = 0; p < 4; ++p) std::memset(out + p * stride, 0, sizeof(T) * padded_w);
       }
     }
+  }
+
+  // V's rows for channel c (of the group), with `split` (split_bytes) as scratch.
+  void transform_input(const T* x, int64_t c, T* split) const {
+    split_tile_rows(x, g.C, gi * (g.C / g.groups) + c, g.H, g.W, g.ph, g.pw, kTile, split);
     for (int64_t vi = 0; vi < nvec; ++vi) input_transform(split, stride, vi * L, plan[vi].keep, v + c * ld + plan[vi].dst, vs);
+  }
+
+  // The adjoint: Z = A gy A^T for grad_out channel k (of the group) into M's rows.
+  void transform_grad_out(const T* gy, int64_t k, T* split) const {
+    split_tile_rows(gy, g.K, gi * (g.K / g.groups) + k, g.OH, g.OW, 0, 0, 4, split);
+    for (int64_t vi = 0; vi < nvec; ++vi)
+      grad_out_transform(split, stride, vi * L, plan[vi].keep, m + k * ld + plan[vi].dst, ms);
+  }
+
+  // The adjoint: dV[xi] = U[xi]^T Z[xi], into V's rows.
+  void multiply_adjoint(const T* packed_ut, int64_t per_xi, int xi) const {
+    gemm_packed<T>(g.C / g.groups, nt, g.K / g.groups, packed_ut + (gi * kXi + xi) * per_xi, m + xi * ms, ld, v + xi * vs,
+                   ld, false);
+  }
+
+  // The adjoint: dd = B dV B^T for input channel c (of the group), on vectors of padded tiles
+  // (phantom lanes zero), added into `acc` (split_bytes) in split_tile_rows' layout: tile column
+  // j of padded tile q lands on phase j mod 4 at q + j / 4 (the last real tile's columns 4 and 5
+  // on its row's phantom slot).
+  void transform_input_adjoint(int64_t c, T* acc) const {
+    typedef VecOf<T> V;
+    std::memset(acc, 0, split_bytes());
+    for (int64_t vi = 0; vi < nvec; ++vi) {
+      const Compaction& pl = plan[vi];
+      V cols[kTile][kTile];  // B dV, row i of it per column j
+      for (int j = 0; j < kTile; ++j) {
+        V col[kTile], r[kTile];
+        for (int i = 0; i < kTile; ++i)
+          col[i] = permute(keep_lanes(load(v + (i * kTile + j) * vs + c * ld + pl.dst), pl.real), pl.spread);
+        b_column<T>(col, r);
+        for (int i = 0; i < kTile; ++i) cols[i][j] = r[i];
+      }
+      for (int i = 0; i < kTile; ++i) {  // (B dV) B^T
+        V r[kTile];
+        b_column<T>(cols[i], r);
+        for (int j = 0; j < kTile; ++j) {
+          T* a = acc + (4 * i + j % 4) * stride + vi * L + j / 4;
+          store(a, load(a) + r[j]);
+        }
+      }
+    }
+  }
+
+  // The adjoint: grad_x for input channel c of image n (whose tile rows the block holds, all of
+  // them) from `acc`, plus b. Input row y = ih + ph is row y mod 4 of tile row y / 4 and, when
+  // y mod 4 < 2, row y mod 4 + 4 of the tile row above: added in tile-row order. `row`: scratch
+  // of 4 round_up(padded_w, L) elements.
+  void merge_image(const T* acc, int64_t n, int64_t c, T b, T* gx, T* row) const {
+    typedef VecOf<T> V;
+    const int64_t rr = n * tiles_h - r0;  // the image's first tile row in the block
+    T* out = gx + (n * g.C + gi * (g.C / g.groups) + c) * g.H * g.W;
+    for (int64_t ih = 0; ih < g.H; ++ih) {
+      const int64_t y = ih + g.ph, th = y / 4, i = y % 4;
+      const T* own = th < tiles_h ? acc + 4 * i * stride + (rr + th) * padded_w : nullptr;
+      const T* above = i < 2 && th > 0 ? acc + 4 * (i + 4) * stride + (rr + th - 1) * padded_w : nullptr;
+      for (int64_t u = 0; u < padded_w; u += L) {
+        V p[4], o[4];
+        for (int e = 0; e < 4; ++e) {
+          p[e] = above ? load(above + e * stride + u) : V{};
+          if (own) p[e] = above ? p[e] + load(own + e * stride + u) : load(own + e * stride + u);
+        }
+        interleave4(p[0], p[1], p[2], p[3], o);
+        for (int e = 0; e < 4; ++e) store(row + 4 * u + e * L, o[e]);
+      }
+      for (int64_t iw = 0; iw < g.W; ++iw) out[ih * g.W + iw] = row[iw + g.pw] + b;
+    }
   }
 
   // M[xi] = U[xi] V[xi].
@@ -338,19 +483,15 @@ struct Block {
 
 template <class T>
 void conv_forward_winograd_f43(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
-  constexpr int64_t MR = MicroTile<T>::MR;
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups;
   const int64_t tiles_h = ceil_div(g.OH, 4), tiles_w = ceil_div(g.OW, 4), tile_rows = g.N * tiles_h;
   if (tile_rows == 0 || tiles_w == 0) return;
   if (!all_finite(w, g.K * Cg * 9) || !all_finite(x, g.N * g.C * g.H * g.W))
     return conv_forward<T>(g, x, w, bias, y, threads);
 
-  const int64_t per_xi = packed_a_size<T>(Kg, Cg), panels = ceil_div(Kg, MR);
+  const int64_t per_xi = packed_a_size<T>(Kg, Cg);
   T* packed_u = static_cast<T*>(thread_workspace(sizeof(T) * kXi * per_xi * g.groups, kSlotShared));
-  parallel_tasks(g.groups * panels, threads, [&](int64_t task) {
-    const int64_t gi = task / panels;
-    weight_transform_panel(w + gi * Kg * Cg * 9, Kg, Cg, (task % panels) * MR, packed_u + gi * kXi * per_xi, per_xi);
-  });
+  weight_transform(g, w, false, packed_u, per_xi, threads);
 
   // A task: a block of tile rows (crossing images) of one group.
   const int64_t block = winograd_task_block(kXi * (Cg + Kg) * tiles_w * int64_t(sizeof(T)), tile_rows, g.groups);
@@ -370,23 +511,45 @@ void conv_forward_winograd_f43(const ConvGeom& g, const T* x, const T* w, const 
   });
 }
 
-namespace {
+// Backward-data as the adjoint of the forward (as winograd_f23.cpp's): Z_t = A gy_t A^T,
+// dV_t[c] = sum_k U[k,c] (.) Z_t[k] (36 GEMMs, U^T packed), and dd_t = B dV_t B^T added into
+// grad_x where the forward read its tile. Over the forward's tiles (MNIST's 11x11 -> 13x13: 9 per
+// image, where the flipped kernel's forward needs 16). Input tiles overlap (6x6 at stride 4), so
+// a task takes whole images of one group and adds each image's contributions in a fixed order.
+template <class T>
+void conv_backward_data_winograd_f43(const ConvGeom& g, const T* gy, const T* w, const T* bias, T* gx, int threads) {
+  constexpr int L = Vec<T>::kLanes;
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups;
+  const int64_t tiles_h = ceil_div(g.OH, 4), tiles_w = ceil_div(g.OW, 4);
+  if (g.N * g.C * g.H * g.W == 0) return;
+  if (tiles_h * tiles_w == 0 || !all_finite(w, g.K * Cg * 9) || !all_finite(gy, g.N * g.K * g.OH * g.OW))
+    return conv_backward_data<T>(g, gy, w, bias, gx, threads);
 
-// z = A g for one column of a 4x4 grad_out tile. A's rows (1,0,0,0), (1,1,1,1), (1,-1,1,-1),
-// (1,2,4,8), (1,-2,4,-8), (0,0,0,1).
-template <class T, class V = VecOf<T>>
-inline void a_column(const V (&gc)[4], V (&z)[kTile]) {
-  const V s02 = gc[0] + gc[2], s13 = gc[1] + gc[3];
-  const V t02 = gc[0] + T(4) * gc[2], t13 = T(2) * gc[1] + T(8) * gc[3];
-  z[0] = gc[0];
-  z[1] = s02 + s13;
-  z[2] = s02 - s13;
-  z[3] = t02 + t13;
-  z[4] = t02 - t13;
-  z[5] = gc[3];
+  const int64_t per_xi = packed_a_size<T>(Cg, Kg);
+  T* packed_ut = static_cast<T*>(thread_workspace(sizeof(T) * kXi * per_xi * g.groups, kSlotShared));
+  weight_transform(g, w, true, packed_ut, per_xi, threads);
+
+  const int64_t block = winograd_task_block(kXi * (Cg + Kg) * tiles_h * tiles_w * int64_t(sizeof(T)), g.N, g.groups);
+  const int64_t nblocks = ceil_div(g.N, block);
+  parallel_tasks(g.groups * nblocks, threads, [&](int64_t task) {
+    const int64_t gi = task / nblocks, n0 = (task % nblocks) * block, n1 = min64(n0 + block, g.N);
+    Block<T> b(g, gi, n0 * tiles_h, n1 * tiles_h);
+    const int64_t row_bytes = sizeof(T) * 4 * round_up(b.padded_w, L);
+    char* scratch = static_cast<char*>(thread_workspace(b.split_bytes() + row_bytes + b.plan_bytes(), kSlotPackA));
+    T* split = reinterpret_cast<T*>(scratch);
+    T* row = reinterpret_cast<T*>(scratch + b.split_bytes());
+    b.place_input(static_cast<T*>(thread_workspace(b.v_bytes(), kSlotTile)),
+                  reinterpret_cast<Compaction*>(scratch + b.split_bytes() + row_bytes));
+    b.place_output(static_cast<T*>(thread_workspace(b.m_bytes(), kSlotTile2)), nullptr);
+    for (int64_t k = 0; k < Kg; ++k) b.transform_grad_out(gy, k, split);
+    for (int xi = 0; xi < kXi; ++xi) b.multiply_adjoint(packed_ut, per_xi, xi);
+    for (int64_t c = 0; c < Cg; ++c) {
+      b.transform_input_adjoint(c, split);
+      const T bc = bias ? bias[gi * Cg + c] : T(0);
+      for (int64_t n = n0; n < n1; ++n) b.merge_image(split, n, c, bc, gx, row);
+    }
+  });
 }
-
-}  // namespace
 
 // Backward-weight: differentiating Y = A^T [U (.) V] A with U = G w G^T gives
 // grad_w = G^T [sum_t Z_t (.) V_t] G with Z_t = A gy_t A^T: 36 GEMMs M[xi][c][k] whose
@@ -496,6 +659,7 @@ void conv_backward_weight_winograd_f43(const ConvGeom& g, const T* gy, const T* 
 
 #define FC_INSTANTIATE(T)                                                                \
   template void conv_forward_winograd_f43<T>(const ConvGeom&, const T*, const T*, const T*, T*, int); \
+  template void conv_backward_data_winograd_f43<T>(const ConvGeom&, const T*, const T*, const T*, T*, int); \
   template void conv_backward_weight_winograd_f43<T>(const ConvGeom&, const T*, const T*, T*, int);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)

@@ -37,7 +37,7 @@ def _bound_factor(name):
     """F(4x4, 3x3)'s transforms have coefficients up to 8 (A), 5 (B) and 1/24 (G): each output
     carries that many more roundoffs than F(2x2, 3x3)'s +-1, 1/2 -- a further factor of 4
     (measured: within a quarter of this bound over WINOGRAD_EDGES and MNIST's shapes)."""
-    return 4.0 if name == "winograd_f43" else 1.0
+    return 4.0 if name.startswith("winograd_f43") else 1.0
 
 
 def _forced_conv(name, dtype, n, c, h, w, k, groups, padding, rng):
@@ -73,7 +73,8 @@ def test_forced_forward_algorithms(case, dtype, name, rng):
 
 
 @pytest.mark.parametrize("case", WINOGRAD_EDGES)
-@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f23_adjoint", "winograd_f43", "implicit_gemm_subpixel"])
+@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f23_adjoint", "winograd_f43", "winograd_f43_adjoint",
+                                  "implicit_gemm_subpixel"])
 def test_forced_backward_data_algorithms(case, name, rng):
     n, c, h, w, k, groups, padding = case
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
@@ -519,7 +520,7 @@ def test_forced_depthwise_forward_with_a_channel_multiplier(case, dtype, rng):
         np.testing.assert_array_equal(out, y)
 
 
-@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f23_adjoint", "winograd_f43"])
+@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f23_adjoint", "winograd_f43", "winograd_f43_adjoint"])
 def test_winograd_backward_with_infinities_matches_the_direct_sum(name, rng):
     """An infinite grad_out (backward-data) or x (backward-weight) goes to the direct sums."""
     x = rng.standard_normal((2, 8, 8, 8))
@@ -541,6 +542,8 @@ def test_winograd_declines_problems_whose_transforms_would_not_fit_a_bounded_wor
     reasons = dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_backward_data"], big_image))
     assert reasons["winograd_f23_adjoint"] == \
         "one image would take 784 MiB of transforms (winograd_f23_adjoint works on whole images)"
+    assert reasons["winograd_f43_adjoint"] == \
+        "one image would take 441 MiB of transforms (winograd_f43_adjoint works on whole images)"
     assert reasons["winograd_f23"] is None  # tile rows at a time: 7 MiB
     wide_row = P.conv_params(np.zeros((1, 2048, 4, 1000), np.float32), np.zeros((2048, 2048, 3, 3), np.float32),
                              None, 1, 1, 1, 1)[5]

@@ -32,7 +32,7 @@ from .._params import ConvGeometry
 
 # Part of the autotune cache key: raised when a kernel changes enough that choices made
 # before should be timed again.
-TUNING_REVISION = 3
+TUNING_REVISION = 4
 
 
 @dataclass(frozen=True)
@@ -83,12 +83,17 @@ def _winograd_f43_accepts(g):
     return _winograd_bounded_accepts(g, m=4)
 
 
-def _winograd_adjoint_accepts(g):
-    why = _winograd_bounded_accepts(g)
-    if why is None and _winograd_bytes(g, -(-g.out_h // 2)) > _WINOGRAD_IMAGE_BYTES:
-        return (f"one image would take {_winograd_bytes(g, -(-g.out_h // 2)) >> 20} MiB of transforms "
-                f"(winograd_f23_adjoint works on whole images)")
+def _winograd_adjoint_accepts(g, m=2):
+    why = _winograd_bounded_accepts(g, m)
+    image_bytes = _winograd_bytes(g, -(-g.out_h // m), m)
+    if why is None and image_bytes > _WINOGRAD_IMAGE_BYTES:
+        return (f"one image would take {image_bytes >> 20} MiB of transforms "
+                f"(winograd_f{m}3_adjoint works on whole images)")
     return why
+
+
+def _winograd_f43_adjoint_accepts(g):
+    return _winograd_adjoint_accepts(g, m=4)
 
 
 def _winograd_backward_data_accepts(g, m=2):
@@ -182,6 +187,8 @@ def make_tables(C, geom):
         Algorithm("winograd_f43", _winograd_f43_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_winograd_f43(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
+        Algorithm("winograd_f43_adjoint", _winograd_f43_adjoint_accepts,
+                  lambda gy, w, b, gx, g, t: C.conv_backward_data_winograd_f43(geom(g), gy, w, b, gx, t)),
         Algorithm("depthwise_direct", _depthwise_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_depthwise(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),

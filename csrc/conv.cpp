@@ -99,7 +99,7 @@ void conv_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y
 
   parallel_tasks(g.groups * ntiles, threads, [&](int64_t task) {
     const int64_t gi = task / ntiles, q0 = (task % ntiles) * tile;
-    const int64_t nq = min64(tile, columns - q0), ldb = round_up(nq, NR);
+    const int64_t nq = min64(tile, columns - q0), ldb = b_row_stride<T>(nq);
     T* patches = static_cast<T*>(thread_workspace(sizeof(T) * rows * ldb, kSlotTile));
     T* result = static_cast<T*>(thread_workspace(sizeof(T) * Kg * ldb, kSlotTile2));
     gather_patch(spec, x + gi * Cg * g.H * g.W, 0, rows, q0, nq, patches, 1, ldb, 0, 1);
@@ -180,7 +180,7 @@ void conv_backward_data(const ConvGeom& g, const T* gy, const T* w, const T* bia
     const int64_t plane = rows_here * cols_here, columns = g.N * plane;
     const int64_t q0 = (task % ntiles) * tile;
     if (q0 >= columns) return;
-    const int64_t nq = min64(tile, columns - q0), ldb = round_up(nq, NR);
+    const int64_t nq = min64(tile, columns - q0), ldb = b_row_stride<T>(nq);
     const int64_t Th = ntap_h[ah], Tw = ntap_w[aw], kd = Kg * Th * Tw;
 
     T* patches = static_cast<T*>(thread_workspace(sizeof(T) * (kd * ldb + kBSlack<T>), kSlotTile));
@@ -248,7 +248,7 @@ void conv_backward_weight(const ConvGeom& g, const T* gy, const T* x, T* gw, int
     const int64_t row0 = rb * row_block, nrows = min64(row_block, rows - row0);
     const int64_t k0 = kb * k_block, nk = min64(k_block, Kg - k0);
     // C is (A rows) x (B columns): nrows x nk, or nk x nrows.
-    const int64_t m = patch_is_a ? nrows : nk, ncols = patch_is_a ? nk : nrows, ldb = round_up(ncols, NR);
+    const int64_t m = patch_is_a ? nrows : nk, ncols = patch_is_a ? nk : nrows, ldb = b_row_stride<T>(ncols);
     T* acc = static_cast<T*>(thread_workspace(sizeof(T) * m * ldb, kSlotTile2));
     T* a_panels = static_cast<T*>(thread_workspace(sizeof(T) * packed_a_size<T>(m, tile), kSlotTile));
     T* b_rows = static_cast<T*>(thread_workspace(sizeof(T) * tile * ldb, kSlotPackA));

@@ -99,7 +99,7 @@ void conv_backward_data_col2im(const ConvGeom& g, const T* gy, const T* w, const
         for (int64_t e = 0; e < HW; ++e) plane[e] = v;
       }
 
-    const int64_t tile = min64(columns, kTileColumns), ldb = round_up(tile, NR);
+    const int64_t tile = min64(columns, kTileColumns), ldb = b_row_stride<T>(tile);
     T* bmat = static_cast<T*>(thread_workspace(sizeof(T) * Kg * ldb, kSlotTile));
     T* cols = static_cast<T*>(thread_workspace(sizeof(T) * m * ldb, kSlotTile2));
     for (int64_t q0 = 0; q0 < columns; q0 += tile) {

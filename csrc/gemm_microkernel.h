@@ -189,6 +189,16 @@ static void gemm_packed_segments(int64_t m, int64_t n, int64_t kd, const T* a_pa
   }
 }
 
+// A row stride for a B operand of n columns: whole NR-wide panels (one cache line each), an odd
+// number of them. With a power-of-two stride the KC rows of the B panel that every A panel
+// passes over would all map to a few L1 sets and be evicted before the next A panel came by.
+template <class T>
+static inline int64_t b_row_stride(int64_t n) {
+  constexpr int64_t NR = MicroTile<T>::NR;
+  const int64_t panels = (n + NR - 1) / NR;
+  return (panels | 1) * NR;
+}
+
 // Slack (elements) a B operand needs past its last row for any gemm_packed variant.
 template <class T>
 constexpr int64_t kBSlack = 12 * Vec<T>::kLanes;

@@ -634,27 +634,38 @@ void conv_backward_weight_winograd_f43(const ConvGeom& g, const T* gy, const T* 
   });
 
   sum_chunk_partials(partials, g.groups, nchunks, msize, threads);
-  // grad_w = G^T M G.
+  // grad_w = G^T M G on vectors of k (M is [xi][c][k]); a task per (group, input channel).
   const auto& G = kG<T>;
-  for (int64_t gi = 0; gi < g.groups; ++gi) {
-    const T* msum = partials + gi * nchunks * msize;
-    for (int64_t c = 0; c < Cg; ++c)
-      for (int64_t k = 0; k < Kg; ++k) {
-        T mg[kTile][3] = {};  // M G
-        for (int a = 0; a < kTile; ++a)
-          for (int b = 0; b < kTile; ++b) {
-            const T mab = msum[((a * kTile + b) * Cg + c) * Kg + k];
-            for (int s = 0; s < 3; ++s) mg[a][s] += mab * G[b][s];
+  parallel_tasks(g.groups * Cg, threads, [&](int64_t task) {
+    const int64_t gi = task / Cg, c = task % Cg;
+    const T* msum = partials + gi * nchunks * msize + c * Kg;
+    for (int64_t k0 = 0; k0 < Kg; k0 += L) {
+      const int64_t nk = min64(L, Kg - k0);
+      V mg[kTile][3] = {};  // M G
+      for (int a = 0; a < kTile; ++a)
+        for (int b = 0; b < kTile; ++b) {
+          const T* src = msum + (a * kTile + b) * Cg * Kg + k0;
+          V mab;
+          if (nk == L) {
+            mab = load(src);
+          } else {  // the last vector of a row: its lanes past Kg are zero
+            alignas(32) T lanes[L] = {};
+            for (int64_t l = 0; l < nk; ++l) lanes[l] = src[l];
+            mab = load(lanes);
           }
-        T* out = gw + ((gi * Kg + k) * Cg + c) * 9;
-        for (int r = 0; r < 3; ++r)
-          for (int s = 0; s < 3; ++s) {
-            T sum = 0;
-            for (int a = 0; a < kTile; ++a) sum += G[a][r] * mg[a][s];
-            out[r * 3 + s] = sum;
-          }
-      }
-  }
+          for (int s = 0; s < 3; ++s) mg[a][s] += mab * G[b][s];
+        }
+      alignas(32) T out[9][L];
+      for (int r = 0; r < 3; ++r)
+        for (int s = 0; s < 3; ++s) {
+          V sum{};
+          for (int a = 0; a < kTile; ++a) sum += G[a][r] * mg[a][s];
+          store(out[r * 3 + s], sum);
+        }
+      for (int64_t l = 0; l < nk; ++l)
+        for (int e = 0; e < 9; ++e) gw[((gi * Kg + k0 + l) * Cg + c) * 9 + e] = out[e][l];
+    }
+  });
 }
 
 #define FC_INSTANTIATE(T)                                                                \

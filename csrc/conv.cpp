@@ -85,7 +85,6 @@ void scatter_columns(const T* result, int64_t ldr, int64_t rows, int64_t q0, int
 
 template <class T>
 void conv_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
-  constexpr int64_t NR = MicroTile<T>::NR;
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, rows = Cg * g.R * g.S, P = g.OH * g.OW;
   const int64_t columns = g.N * P;
   // Shared: the tap tables, then the weights packed once into MR-row panels per group.
@@ -118,7 +117,7 @@ void conv_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y
 // an inserted zero is ever done.
 template <class T>
 void conv_backward_data(const ConvGeom& g, const T* gy, const T* w, const T* bias, T* gx, int threads) {
-  constexpr int64_t NR = MicroTile<T>::NR, MR = MicroTile<T>::MR;
+  constexpr int64_t MR = MicroTile<T>::MR;
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, P = g.OH * g.OW, HW = g.H * g.W;
   const int64_t phases = g.sh * g.sw, cg_padded = round_up(Cg, MR);
   // Shared: per residue a (h: sh of them, w: sw) the tap count, the taps' grad_out offsets,

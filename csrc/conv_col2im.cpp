@@ -27,7 +27,6 @@ constexpr int64_t kMaxPairs = 1 << 16;
 
 template <class T>
 void conv_backward_data_col2im(const ConvGeom& g, const T* gy, const T* w, const T* bias, T* gx, int threads) {
-  constexpr int64_t NR = MicroTile<T>::NR;
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, RS = g.R * g.S, P = g.OH * g.OW, HW = g.H * g.W;
 
   int64_t per_task = P >= kTileColumns ? 1 : max64(1, min64(g.N, kTileColumns / max64(P, 1)));

@@ -1,6 +1,6 @@
 // Shared pieces of the Winograd kernels (winograd_f23.cpp, winograd_f43.cpp): masked vector
 // loads and stores for the ragged ends of tile rows, lane (de)interleaves for the column-phase
-// splits, and the forward's task size. Compiled per ISA with the kernels.
+// splits, the weight transforms' task split, and the forward's task size. Compiled per ISA with the kernels.
 #pragma once
 #include <immintrin.h>
 
@@ -8,6 +8,7 @@
 
 #include "gather.h"
 #include "gemm_microkernel.h"
+#include "geometry.h"
 #include "tasks.h"
 
 namespace fastconv {
@@ -114,6 +115,20 @@ inline VecOf<float> deinterleave_odd(VecOf<float> a, VecOf<float> b) {
 }
 inline VecOf<double> deinterleave_even(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 0, 2, 4, 6); }
 inline VecOf<double> deinterleave_odd(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 1, 3, 5, 7); }
+
+// Every group's transformed kernels (U, or U^T when transposed), packed per (group, position
+// xi) at packed + (gi * positions + xi) * per_xi; a task per MR-row panel, done by
+// panel(group's w, Kg, Cg, first row, transposed, group's packed, per_xi).
+template <class T, class Panel>
+void transform_weights(const ConvGeom& g, const T* w, bool transposed, T* packed, int64_t per_xi, int positions,
+                       int threads, Panel panel) {
+  constexpr int64_t MR = MicroTile<T>::MR;
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, panels = ceil_div(transposed ? Cg : Kg, MR);
+  parallel_tasks(g.groups * panels, threads, [&](int64_t task) {
+    const int64_t gi = task / panels;
+    panel(w + gi * Kg * Cg * 9, Kg, Cg, (task % panels) * MR, transposed, packed + gi * positions * per_xi, per_xi);
+  });
+}
 
 // Items (tile rows or images) per task: a task's transforms under kWinogradBlockBytes, halved until
 // there are 8 tasks over the groups.

@@ -245,18 +245,6 @@ void weight_transform_panel(const T* w, int64_t Kg, int64_t Cg, int64_t r0, bool
   }
 }
 
-// Every group's U (or U^T), packed per (group, xi) at packed + (gi * 36 + xi) * per_xi; tasks per panel.
-template <class T>
-void weight_transform(const ConvGeom& g, const T* w, bool transposed, T* packed, int64_t per_xi, int threads) {
-  constexpr int64_t MR = MicroTile<T>::MR;
-  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, panels = ceil_div(transposed ? Cg : Kg, MR);
-  parallel_tasks(g.groups * panels, threads, [&](int64_t task) {
-    const int64_t gi = task / panels;
-    weight_transform_panel(w + gi * Kg * Cg * 9, Kg, Cg, (task % panels) * MR, transposed, packed + gi * kXi * per_xi,
-                           per_xi);
-  });
-}
-
 // Where the input transform's vector of padded tiles q0 .. q0 + L - 1 goes: its real tiles'
 // lanes, in order (then anything), and the compact index of the first. The way back (the
 // adjoint): padded lane l is compact lane spread[l] of the `real` loaded from dst, a phantom
@@ -491,7 +479,7 @@ void conv_forward_winograd_f43(const ConvGeom& g, const T* x, const T* w, const 
 
   const int64_t per_xi = packed_a_size<T>(Kg, Cg);
   T* packed_u = static_cast<T*>(thread_workspace(sizeof(T) * kXi * per_xi * g.groups, kSlotShared));
-  weight_transform(g, w, false, packed_u, per_xi, threads);
+  transform_weights(g, w, false, packed_u, per_xi, kXi, threads, weight_transform_panel<T>);
 
   // A task: a block of tile rows (crossing images) of one group.
   const int64_t block = winograd_task_block(kXi * (Cg + Kg) * tiles_w * int64_t(sizeof(T)), tile_rows, g.groups);
@@ -527,7 +515,7 @@ void conv_backward_data_winograd_f43(const ConvGeom& g, const T* gy, const T* w,
 
   const int64_t per_xi = packed_a_size<T>(Cg, Kg);
   T* packed_ut = static_cast<T*>(thread_workspace(sizeof(T) * kXi * per_xi * g.groups, kSlotShared));
-  weight_transform(g, w, true, packed_ut, per_xi, threads);
+  transform_weights(g, w, true, packed_ut, per_xi, kXi, threads, weight_transform_panel<T>);
 
   const int64_t block = winograd_task_block(kXi * (Cg + Kg) * tiles_h * tiles_w * int64_t(sizeof(T)), g.N, g.groups);
   const int64_t nblocks = ceil_div(g.N, block);

@@ -56,6 +56,107 @@ inline void direct_block(const T* slab, const int64_t* taps, int64_t RS, const T
     for (int v = 0; v < NV; ++v) std::memcpy(out[k] + q0 + v * L, &acc[k][v], sizeof(V));
 }
 
+// The slabs of one plane (wide.h's layout, phase p at dst + p * phase_stride). wide.h's
+// build_slabs spends tens of cycles per slab row on bounds, zero fills and scalar tails, which
+// for a depthwise plane (a few hundred outputs) cost more than the taps. Here a source row is
+// split into its column phases with whole vectors read straight from x (at stride 2, the even
+// and odd lanes of two loads), stored from each phase's first slot holding a source column, with
+// the lanes past the row's last column zeroed. Such a store may run on by up to L - 1 slots into
+// the phase's next row (written after it) or its slack, and writes zeros there. So the slots no
+// source column reaches (padding, rows outside x) are the same for every plane of a geometry and
+// only ever hold zeros: the caller zeros a slab buffer once per task, not per plane.
+struct PlaneSlabs {
+  int64_t srows, Wp, phases, phase_stride;  // phase_stride >= srows * Wp + L
+  std::vector<char> read_h, read_w;         // the row and column phases some tap reads
+  // Column parity pi of a source row (sw = 1: pi = 0; sw = 2: 0, 1) goes to the slab row's slot
+  // at[pi] onwards, count[pi] of them (at = -1: no tap reads it).
+  int64_t at[2], count[2], longest;
+};
+
+template <class T>
+PlaneSlabs plane_slabs_layout(const ConvGeom& g) {
+  constexpr int L = Vec<T>::kLanes;
+  const WideLayout lay = wide_layout(g);
+  const int64_t srows = g.OH + lay.halo;
+  PlaneSlabs p{srows, lay.Wp, lay.phases, round_up(srows * lay.Wp + L, L), {}, {}, {-1, -1}, {0, 0}, 0};
+  p.read_h.assign(g.sh, 0);
+  p.read_w.assign(g.sw, 0);
+  for (int64_t r = 0; r < g.R; ++r) p.read_h[r * g.dh % g.sh] = 1;
+  for (int64_t s = 0; s < g.S; ++s) p.read_w[s * g.dw % g.sw] = 1;
+  if (g.sw <= 2)
+    for (int64_t b = 0; b < g.sw; ++b) {  // slot j of phase b holds source column j * sw + b - pw
+      const int64_t lo = min64(p.Wp, g.pw > b ? ceil_div(g.pw - b, g.sw) : 0);
+      const int64_t hi = max64(lo, min64(p.Wp, g.W + g.pw - b > 0 ? ceil_div(g.W + g.pw - b, g.sw) : 0));
+      const int64_t pi = lo * g.sw + b - g.pw;  // the column parity slot lo holds
+      if (!p.read_w[b] || hi == lo) continue;
+      p.at[pi] = b * p.phase_stride + lo;
+      p.count[pi] = hi - lo;
+      p.longest = max64(p.longest, hi - lo);
+    }
+  return p;
+}
+
+// v with lanes i + l >= n zeroed.
+template <class T>
+inline VecOf<T> keep_below(VecOf<T> v, int64_t i, int64_t n) {
+  typedef typename IntVec<T>::type M;
+  typedef decltype(M{}[0]) Lane;
+  M idx;
+  for (int l = 0; l < Vec<T>::kLanes; ++l) idx[l] = l;
+  return idx < static_cast<Lane>(n - i) ? v : VecOf<T>{};  // n - i: how many lanes stay
+}
+
+// x: the plane; x_end: the end of the array it lies in (how far a vector may read).
+template <class T>
+void plane_slabs(const ConvGeom& g, const PlaneSlabs& p, const T* x, const T* x_end, T* dst) {
+  typedef VecOf<T> V;
+  typedef typename IntVec<T>::type M;
+  constexpr int L = Vec<T>::kLanes;
+  M even, odd;
+  for (int l = 0; l < L; ++l) even[l] = 2 * l, odd[l] = 2 * l + 1;
+  const int64_t Wp = p.Wp, ps = p.phase_stride, n = p.longest;
+  for (int64_t hr = 0; hr < p.srows; ++hr)
+    for (int64_t a = 0; a < g.sh; ++a) {  // source rows in order
+      const int64_t ih = hr * g.sh + a - g.ph;
+      if (!p.read_h[a] || ih < 0 || ih >= g.H) continue;  // rows outside x stay zero
+      const T* src = x + ih * g.W;
+      T* d = dst + a * g.sw * ps + hr * Wp;  // phase (a, 0)
+      if (g.sw == 1) {
+        T* out = d + p.at[0];
+        int64_t i = 0;
+        for (; i < n && src + i + L <= x_end; i += L) {
+          const V v = keep_below<T>(load(src + i), i, n);
+          std::memcpy(out + i, &v, sizeof(V));
+        }
+        for (; i < n; ++i) out[i] = src[i];
+      } else if (g.sw == 2) {
+        T* out0 = p.at[0] >= 0 ? d + p.at[0] : nullptr;
+        T* out1 = p.at[1] >= 0 ? d + p.at[1] : nullptr;
+        int64_t i = 0;
+        for (; i < n && src + 2 * i + 2 * L <= x_end; i += L) {
+          const V v0 = load(src + 2 * i), v1 = load(src + 2 * i + L);
+          if (out0) {
+            const V e = keep_below<T>(__builtin_shuffle(v0, v1, even), i, p.count[0]);
+            std::memcpy(out0 + i, &e, sizeof(V));
+          }
+          if (out1) {
+            const V o = keep_below<T>(__builtin_shuffle(v0, v1, odd), i, p.count[1]);
+            std::memcpy(out1 + i, &o, sizeof(V));
+          }
+        }
+        for (int64_t j = i; j < p.count[0] && out0; ++j) out0[j] = src[2 * j];
+        for (int64_t j = i; j < p.count[1] && out1; ++j) out1[j] = src[2 * j + 1];
+      } else {
+        for (int64_t b = 0; b < g.sw; ++b) {
+          if (!p.read_w[b]) continue;
+          const int64_t lo = min64(Wp, g.pw > b ? ceil_div(g.pw - b, g.sw) : 0);
+          const int64_t hi = max64(lo, min64(Wp, g.W + g.pw - b > 0 ? ceil_div(g.W + g.pw - b, g.sw) : 0));
+          for (int64_t j = lo; j < hi; ++j) d[b * ps + j] = src[j * g.sw + b - g.pw];
+        }
+      }
+    }
+}
+
 }  // namespace
 
 template <class T>
@@ -63,38 +164,47 @@ void conv_forward_depthwise(const ConvGeom& g, const T* x, const T* w, const T* 
   constexpr int L = Vec<T>::kLanes;
   constexpr int KB = 4, NV4 = 2, NV1 = 8;  // 4 channels x 2 vectors, or 1 channel x 8 vectors (8 sums in flight)
   constexpr int64_t kSlack = NV1 * L;      // elements a block may read or write past Q
-  const WideLayout lay = wide_layout(g);
-  const int64_t Wp = lay.Wp, srows = g.OH + lay.halo, phase_stride = srows * Wp, RS = g.R * g.S;
+  const PlaneSlabs lay = plane_slabs_layout<T>(g);
+  const int64_t Wp = lay.Wp, RS = g.R * g.S;
   const int64_t Q = g.OH > 0 ? (g.OH - 1) * Wp + g.OW : 0, Kg = g.K / g.groups;
-  const int64_t slab_size = lay.phases * phase_stride + kSlack, wide = round_up(Q, kSlack) + kSlack;
+  const int64_t slab_size = lay.phases * lay.phase_stride + kSlack, wide = round_up(Q, kSlack) + kSlack;
   std::vector<int64_t> tap(RS);  // each tap's start within a plane's slabs
-  for (int64_t t = 0; t < RS; ++t) tap[t] = tap_offset(g, Wp, phase_stride, t / g.S, t % g.S);
-  parallel_tasks(g.N * g.groups, threads, [&](int64_t plane) {  // plane = (image, input channel = group)
-    const int64_t n = plane / g.groups, gi = plane % g.groups;
+  for (int64_t t = 0; t < RS; ++t) tap[t] = tap_offset(g, Wp, lay.phase_stride, t / g.S, t % g.S);
+  const int64_t planes = g.N * g.groups, HW = g.H * g.W;
+  // Tasks of consecutive planes, so that each thread streams through x (one plane per task, the
+  // two threads' planes interleaved, ran at half the bandwidth), and the next plane is fetched
+  // while this one is computed.
+  const int64_t per_task = max64(1, min64(planes / (8 * int64_t(threads)), ceil_div(int64_t(32) << 10, sizeof(T) * HW)));
+  parallel_tasks(ceil_div(planes, per_task), threads, [&](int64_t task) {
     T* slab = static_cast<T*>(thread_workspace(sizeof(T) * slab_size, kSlotPackA));
     T* acc = static_cast<T*>(thread_workspace(sizeof(T) * KB * wide, kSlotTile));
-    build_slabs(g, x + plane * g.H * g.W, 1, 0, srows, Wp, slab, lay.phases * phase_stride, phase_stride);
-    for (int64_t e = lay.phases * phase_stride; e < slab_size; ++e) slab[e] = T(0);
-    for (int64_t k0 = 0; k0 < Kg;) {
-      const int kb = Kg - k0 >= KB ? KB : 1;
-      const T* wk[KB];
-      T* out[KB];
-      for (int k = 0; k < kb; ++k) {
-        wk[k] = w + (gi * Kg + k0 + k) * RS;
-        out[k] = acc + k * wide;
+    std::memset(slab, 0, sizeof(T) * slab_size);  // see plane_slabs
+    for (int64_t plane = task * per_task; plane < min64(planes, (task + 1) * per_task); ++plane) {
+      const int64_t n = plane / g.groups, gi = plane % g.groups;  // plane = (image, input channel = group)
+      if (plane + 1 < planes)
+        for (int64_t e = 0; e < HW; e += 64 / sizeof(T)) __builtin_prefetch(x + (plane + 1) * HW + e);
+      plane_slabs(g, lay, x + plane * HW, x + planes * HW, slab);
+      for (int64_t k0 = 0; k0 < Kg;) {
+        const int kb = Kg - k0 >= KB ? KB : 1;
+        const T* wk[KB];
+        T* out[KB];
+        for (int k = 0; k < kb; ++k) {
+          wk[k] = w + (gi * Kg + k0 + k) * RS;
+          out[k] = acc + k * wide;
+        }
+        if (kb == KB)
+          for (int64_t q0 = 0; q0 < Q; q0 += NV4 * L) direct_block<T, KB, NV4>(slab, tap.data(), RS, wk, q0, out);
+        else
+          for (int64_t q0 = 0; q0 < Q; q0 += NV1 * L) direct_block<T, 1, NV1>(slab, tap.data(), RS, wk, q0, out);
+        for (int k = 0; k < kb; ++k) {
+          const int64_t ko = gi * Kg + k0 + k;
+          const T b = bias ? bias[ko] : T(0);
+          T* dst = y + (n * g.K + ko) * g.OH * g.OW;
+          for (int64_t oh = 0; oh < g.OH; ++oh)
+            for (int64_t ow = 0; ow < g.OW; ++ow) dst[oh * g.OW + ow] = out[k][oh * Wp + ow] + b;
+        }
+        k0 += kb;
       }
-      if (kb == KB)
-        for (int64_t q0 = 0; q0 < Q; q0 += NV4 * L) direct_block<T, KB, NV4>(slab, tap.data(), RS, wk, q0, out);
-      else
-        for (int64_t q0 = 0; q0 < Q; q0 += NV1 * L) direct_block<T, 1, NV1>(slab, tap.data(), RS, wk, q0, out);
-      for (int k = 0; k < kb; ++k) {
-        const int64_t ko = gi * Kg + k0 + k;
-        const T b = bias ? bias[ko] : T(0);
-        T* dst = y + (n * g.K + ko) * g.OH * g.OW;
-        for (int64_t oh = 0; oh < g.OH; ++oh)
-          for (int64_t ow = 0; ow < g.OW; ++ow) dst[oh * g.OW + ow] = out[k][oh * Wp + ow] + b;
-      }
-      k0 += kb;
     }
   });
 }

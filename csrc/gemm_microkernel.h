@@ -28,6 +28,18 @@ struct Vec {
 template <class T>
 using VecOf = typename Vec<T>::type;
 
+// The integer vector of Vec<T>'s shape: shuffle indices and lane masks.
+template <class T>
+struct IntVec;
+template <>
+struct IntVec<float> {
+  typedef int32_t type __attribute__((vector_size(32)));
+};
+template <>
+struct IntVec<double> {
+  typedef int64_t type __attribute__((vector_size(32)));
+};
+
 // Unaligned vector load and store (memcpy: no alignment or aliasing assumption).
 template <class T>
 static inline VecOf<T> load(const T* p) {

@@ -438,6 +438,12 @@ DEPTHWISE_EDGES = [
     (2, 2, 4, 4, 1, 1, 1, 0, 1),
     (1, 6, 7, 7, 7, 7, 1, 3, 1),  # the kernel as large as the plane
     (2, 3, 6, 70, 3, 3, 2, 1, 1),  # long rows at stride 2
+    (2, 3, 9, 7, 3, 3, 3, 1, 1),  # stride 3: the scalar column phases
+    (1, 2, 5, 5, 3, 3, 2, 2, 1),  # padding 2 at stride 2: both column phases start at slot 1
+    (2, 3, 8, 9, 2, 2, 2, 0, 1),  # an even kernel at stride 2, no padding
+    (1, 2, 6, 6, 1, 1, 2, 0, 1),  # 1x1 at stride 2: one phase of four read
+    (1, 2, 7, 9, 3, 3, (2, 1), (0, 2), 1),  # stride 2 down, 1 across
+    (2, 4, 3, 3, 3, 3, 2, 3, 1),  # padding beyond the kernel: some slab rows all padding
 ]
 
 

@@ -25,13 +25,16 @@ def isa():
     return _C.isa()
 
 
-# Below this size waking a second thread costs more than it saves (as _threads.SERIAL_ELEMENTS
-# for memory-bound work); results do not depend on the thread count.
+# Below this size waking a second thread costs more than it saves; results do not depend on the
+# thread count. A conv with few flops but large planes (a depthwise conv: 9 flops per pixel) is
+# memory-bound, and gets the threads of memory-bound work over its input and output.
 _SERIAL_CONV_FLOPS = 4_000_000
 
 
 def _conv_threads(g):
-    return 1 if g.flops < _SERIAL_CONV_FLOPS else get_num_threads()
+    if g.flops >= _SERIAL_CONV_FLOPS:
+        return get_num_threads()
+    return threads_for_elements(g.N * (g.C * g.H * g.W + g.K * g.out_h * g.out_w))
 
 
 def _pool_threads(g):

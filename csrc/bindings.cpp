@@ -74,6 +74,15 @@ void bind_dtype(py::module_& m) {
     py::gil_scoped_release release;
     kernels(T()).conv_forward_depthwise(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
   });
+  m.def("conv_backward_data_depthwise", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> w,
+                                           std::optional<Arr<T>> bias, Arr<T> gx, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    if (!(g.groups == g.C && g.groups == g.K)) throw py::value_error("depthwise_direct needs groups == C == K");
+    if (g.ph > (g.R - 1) * g.dh || g.pw > (g.S - 1) * g.dw)
+      throw py::value_error("depthwise_direct backward-data needs padding within the dilated kernel");
+    py::gil_scoped_release release;
+    kernels(T()).conv_backward_data_depthwise(g, gy.data(), w.data(), opt_ptr(bias), gx.mutable_data(), threads);
+  });
   m.def("conv_backward_weight_depthwise", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x, Arr<T> gw,
                                              int threads) {
     const ConvGeom g = conv_geom(geom);

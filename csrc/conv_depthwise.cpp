@@ -1,18 +1,27 @@
 // Depthwise convolution, direct: forward for one input channel per group (groups = C, any
 // number of output channels per group: depthwise with a channel multiplier, or a first layer on
-// one channel); backward-weight for groups = C = K.
+// one channel); backward-data and backward-weight for groups = C = K.
 //
 // As a GEMM a depthwise conv has one row and R*S-long sums, so the GEMM kernels spend their
 // time packing and on idle register rows (MobileNet's 3x3 stride-2 layer ran at 2 GFLOP/s).
-// Here each plane is copied once into its stride-phase slabs (wide.h), and then every tap is
-// one vectorised multiply-add over the plane's wide rows: y_wide[q] += w[r][s] * slab[tap + q],
-// taps in order, for blocks of output channels and of q held in registers. Backward-weight is
-// R*S dot products per plane over the same layout, grad_out laid out wide with zeros in the
-// dropped columns (so an x that is not all finite, whose inf would meet one of those zeros, goes
-// to implicit_gemm's kernel instead).
+// Here each plane is copied once into its stride-phase slabs (wide.h's layout, built by
+// plane_slabs), and then every tap is one vectorised multiply-add over the plane's wide rows:
+// y_wide[q] += w[r][s] * slab[tap + q], taps in order, for blocks of output channels and of q
+// held in registers.
 //
-// Tasks: forward, one input plane (image, channel) each, all its output channels;
-// backward-weight, one channel each (all images in order inside). Fixed summation orders: results do not depend on the thread count.
+// Backward-data is the forward of the flipped kernel at stride 1 over grad_out spread out by the
+// stride (zeros between its pixels: at stride 2 three taps in four multiply a zero, which costs
+// less here than splitting the output into sub-pixel phases) and padded by the dilated kernel's
+// extent less the padding; plane_slabs does the spreading as it lays a plane out.
+//
+// Backward-weight is R*S dot products per plane over the same layout, all taps' sums in
+// registers over one pass, grad_out laid out wide with zeros in the dropped columns (so an x
+// that is not all finite, whose inf would meet one of those zeros, goes to implicit_gemm's
+// kernel instead).
+//
+// Tasks: forward and backward-data, runs of consecutive planes (image, channel), all output
+// channels of each; backward-weight, one channel each (all images in order inside). Fixed
+// summation orders: results do not depend on the thread count.
 #include <cstring>
 #include <vector>
 
@@ -56,35 +65,42 @@ inline void direct_block(const T* slab, const int64_t* taps, int64_t RS, const T
     for (int v = 0; v < NV; ++v) std::memcpy(out[k] + q0 + v * L, &acc[k][v], sizeof(V));
 }
 
-// The slabs of one plane (wide.h's layout, phase p at dst + p * phase_stride). wide.h's
-// build_slabs spends tens of cycles per slab row on bounds, zero fills and scalar tails, which
-// for a depthwise plane (a few hundred outputs) cost more than the taps. Here a source row is
-// split into its column phases with whole vectors read straight from x (at stride 2, the even
-// and odd lanes of two loads), stored from each phase's first slot holding a source column, with
-// the lanes past the row's last column zeroed. Such a store may run on by up to L - 1 slots into
-// the phase's next row (written after it) or its slack, and writes zeros there. So the slots no
-// source column reaches (padding, rows outside x) are the same for every plane of a geometry and
-// only ever hold zeros: the caller zeros a slab buffer once per task, not per plane.
+// The slabs of one plane (wide.h's layout, phase p at dst + p * phase_stride) for the conv g
+// over a source plane of src_h x src_w pixels spread out by (uh, uw): the conv's input pixel
+// (i * uh, j * uw) is source pixel (i, j), and its other pixels are zero (g.H, g.W are the
+// spread sizes; uh = uw = 1 for a plain forward).
+//
+// wide.h's build_slabs spends tens of cycles per slab row on bounds, zero fills and scalar
+// tails, which for a depthwise plane (a few hundred outputs) cost more than the taps. Here a
+// source row is split into its column phases with whole vectors read straight from the source
+// (at stride 2, the even and odd lanes of two loads; spread by 2, the lanes interleaved with
+// zeros), stored from each phase's first slot holding an input column, with the lanes past the
+// row's last column zeroed. Such a store may run on by up to 2L - 1 slots into the phase's next
+// row (written after it) or its slack, and writes zeros there. So the slots no source pixel
+// reaches (padding, rows outside the input, spread zeros) are the same for every plane of a
+// geometry and only ever hold zeros: the caller zeros a slab buffer once per task, not per plane.
 struct PlaneSlabs {
-  int64_t srows, Wp, phases, phase_stride;  // phase_stride >= srows * Wp + L
-  std::vector<char> read_h, read_w;         // the row and column phases some tap reads
-  // Column parity pi of a source row (sw = 1: pi = 0; sw = 2: 0, 1) goes to the slab row's slot
-  // at[pi] onwards, count[pi] of them (at = -1: no tap reads it).
+  int64_t srows, Wp, phases, phase_stride;  // phase_stride >= srows * Wp + 2L
+  int64_t src_w, uh, uw;
+  std::vector<char> read_h, read_w;  // the row and column phases some tap reads
+  // Input column parity pi (sw = 2: 0, 1; else 0) goes to the slab row's slots from at[pi], for
+  // count[pi] input columns (at = -1: no tap reads it); `longest` of them.
   int64_t at[2], count[2], longest;
 };
 
 template <class T>
-PlaneSlabs plane_slabs_layout(const ConvGeom& g) {
+PlaneSlabs plane_slabs_layout(const ConvGeom& g, int64_t src_w, int64_t uh, int64_t uw) {
   constexpr int L = Vec<T>::kLanes;
   const WideLayout lay = wide_layout(g);
   const int64_t srows = g.OH + lay.halo;
-  PlaneSlabs p{srows, lay.Wp, lay.phases, round_up(srows * lay.Wp + L, L), {}, {}, {-1, -1}, {0, 0}, 0};
+  PlaneSlabs p{srows, lay.Wp, lay.phases, round_up(srows * lay.Wp + 2 * L, L), src_w, uh, uw,
+               {}, {}, {-1, -1}, {0, 0}, 0};
   p.read_h.assign(g.sh, 0);
   p.read_w.assign(g.sw, 0);
   for (int64_t r = 0; r < g.R; ++r) p.read_h[r * g.dh % g.sh] = 1;
   for (int64_t s = 0; s < g.S; ++s) p.read_w[s * g.dw % g.sw] = 1;
   if (g.sw <= 2)
-    for (int64_t b = 0; b < g.sw; ++b) {  // slot j of phase b holds source column j * sw + b - pw
+    for (int64_t b = 0; b < g.sw; ++b) {  // slot j of phase b holds input column j * sw + b - pw
       const int64_t lo = min64(p.Wp, g.pw > b ? ceil_div(g.pw - b, g.sw) : 0);
       const int64_t hi = max64(lo, min64(p.Wp, g.W + g.pw - b > 0 ? ceil_div(g.W + g.pw - b, g.sw) : 0));
       const int64_t pi = lo * g.sw + b - g.pw;  // the column parity slot lo holds
@@ -96,85 +112,105 @@ PlaneSlabs plane_slabs_layout(const ConvGeom& g) {
   return p;
 }
 
-// v with lanes i + l >= n zeroed.
+// v with lanes l >= n zeroed.
 template <class T>
-inline VecOf<T> keep_below(VecOf<T> v, int64_t i, int64_t n) {
+inline VecOf<T> keep_below(VecOf<T> v, int64_t n) {
   typedef typename IntVec<T>::type M;
-  typedef decltype(M{}[0]) Lane;
+  typedef decltype(M{}[0] + 0) Lane;
   M idx;
   for (int l = 0; l < Vec<T>::kLanes; ++l) idx[l] = l;
-  return idx < static_cast<Lane>(n - i) ? v : VecOf<T>{};  // n - i: how many lanes stay
+  return idx < static_cast<Lane>(min64(n, Vec<T>::kLanes)) ? v : VecOf<T>{};
 }
 
-// x: the plane; x_end: the end of the array it lies in (how far a vector may read).
+// x: the source plane; x_end: the end of the array it lies in (how far a vector may read).
 template <class T>
 void plane_slabs(const ConvGeom& g, const PlaneSlabs& p, const T* x, const T* x_end, T* dst) {
   typedef VecOf<T> V;
   typedef typename IntVec<T>::type M;
   constexpr int L = Vec<T>::kLanes;
-  M even, odd;
-  for (int l = 0; l < L; ++l) even[l] = 2 * l, odd[l] = 2 * l + 1;
+  M even, odd, low, high;  // deinterleaving, and interleaving with zeros (lanes >= L of a shuffle)
+  for (int l = 0; l < L; ++l) {
+    even[l] = 2 * l, odd[l] = 2 * l + 1;
+    low[l] = l % 2 ? L : l / 2, high[l] = l % 2 ? L : L / 2 + l / 2;
+  }
+  const V zero{};
   const int64_t Wp = p.Wp, ps = p.phase_stride, n = p.longest;
   for (int64_t hr = 0; hr < p.srows; ++hr)
-    for (int64_t a = 0; a < g.sh; ++a) {  // source rows in order
+    for (int64_t a = 0; a < g.sh; ++a) {  // input rows in order
       const int64_t ih = hr * g.sh + a - g.ph;
-      if (!p.read_h[a] || ih < 0 || ih >= g.H) continue;  // rows outside x stay zero
-      const T* src = x + ih * g.W;
+      if (!p.read_h[a] || ih < 0 || ih >= g.H || ih % p.uh) continue;  // these rows stay zero
+      const T* src = x + ih / p.uh * p.src_w;
       T* d = dst + a * g.sw * ps + hr * Wp;  // phase (a, 0)
-      if (g.sw == 1) {
+      if (g.sw == 1 && p.uw == 1) {
         T* out = d + p.at[0];
         int64_t i = 0;
         for (; i < n && src + i + L <= x_end; i += L) {
-          const V v = keep_below<T>(load(src + i), i, n);
+          const V v = keep_below<T>(load(src + i), n - i);
           std::memcpy(out + i, &v, sizeof(V));
         }
         for (; i < n; ++i) out[i] = src[i];
-      } else if (g.sw == 2) {
+      } else if (g.sw == 1 && p.uw == 2) {  // source column j to slot 2j, zeros between
+        T* out = d + p.at[0];
+        const int64_t m = ceil_div(n, 2);
+        int64_t i = 0;
+        for (; i < m && src + i + L <= x_end; i += L) {
+          const V v = keep_below<T>(load(src + i), m - i);
+          const V lo = __builtin_shuffle(v, zero, low), hi = __builtin_shuffle(v, zero, high);
+          std::memcpy(out + 2 * i, &lo, sizeof(V));
+          std::memcpy(out + 2 * i + L, &hi, sizeof(V));
+        }
+        for (; i < m; ++i) out[2 * i] = src[i];
+      } else if (g.sw == 2 && p.uw == 1) {
         T* out0 = p.at[0] >= 0 ? d + p.at[0] : nullptr;
         T* out1 = p.at[1] >= 0 ? d + p.at[1] : nullptr;
         int64_t i = 0;
         for (; i < n && src + 2 * i + 2 * L <= x_end; i += L) {
           const V v0 = load(src + 2 * i), v1 = load(src + 2 * i + L);
           if (out0) {
-            const V e = keep_below<T>(__builtin_shuffle(v0, v1, even), i, p.count[0]);
+            const V e = keep_below<T>(__builtin_shuffle(v0, v1, even), p.count[0] - i);
             std::memcpy(out0 + i, &e, sizeof(V));
           }
           if (out1) {
-            const V o = keep_below<T>(__builtin_shuffle(v0, v1, odd), i, p.count[1]);
+            const V o = keep_below<T>(__builtin_shuffle(v0, v1, odd), p.count[1] - i);
             std::memcpy(out1 + i, &o, sizeof(V));
           }
         }
         for (int64_t j = i; j < p.count[0] && out0; ++j) out0[j] = src[2 * j];
         for (int64_t j = i; j < p.count[1] && out1; ++j) out1[j] = src[2 * j + 1];
-      } else {
+      } else {  // the general case, scalar: input column c = j * sw + b - pw
         for (int64_t b = 0; b < g.sw; ++b) {
           if (!p.read_w[b]) continue;
           const int64_t lo = min64(Wp, g.pw > b ? ceil_div(g.pw - b, g.sw) : 0);
           const int64_t hi = max64(lo, min64(Wp, g.W + g.pw - b > 0 ? ceil_div(g.W + g.pw - b, g.sw) : 0));
-          for (int64_t j = lo; j < hi; ++j) d[b * ps + j] = src[j * g.sw + b - g.pw];
+          for (int64_t j = lo; j < hi; ++j) {
+            const int64_t c = j * g.sw + b - g.pw;
+            if (c % p.uw == 0) d[b * ps + j] = src[c / p.uw];
+          }
         }
       }
     }
 }
 
-}  // namespace
-
+// The forward over `planes` source planes of src_h x src_w pixels spread by (uh, uw) (see
+// plane_slabs), with weights w (K, 1, R, S) and optional bias.
 template <class T>
-void conv_forward_depthwise(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
+void depthwise_forward(const ConvGeom& g, const T* x, int64_t src_h, int64_t src_w, int64_t uh, int64_t uw,
+                       const T* w, const T* bias, T* y, int threads) {
   constexpr int L = Vec<T>::kLanes;
   constexpr int KB = 4, NV4 = 2, NV1 = 8;  // 4 channels x 2 vectors, or 1 channel x 8 vectors (8 sums in flight)
   constexpr int64_t kSlack = NV1 * L;      // elements a block may read or write past Q
-  const PlaneSlabs lay = plane_slabs_layout<T>(g);
+  const PlaneSlabs lay = plane_slabs_layout<T>(g, src_w, uh, uw);
   const int64_t Wp = lay.Wp, RS = g.R * g.S;
   const int64_t Q = g.OH > 0 ? (g.OH - 1) * Wp + g.OW : 0, Kg = g.K / g.groups;
   const int64_t slab_size = lay.phases * lay.phase_stride + kSlack, wide = round_up(Q, kSlack) + kSlack;
   std::vector<int64_t> tap(RS);  // each tap's start within a plane's slabs
   for (int64_t t = 0; t < RS; ++t) tap[t] = tap_offset(g, Wp, lay.phase_stride, t / g.S, t % g.S);
-  const int64_t planes = g.N * g.groups, HW = g.H * g.W;
+  const int64_t planes = g.N * g.groups, plane_size = src_h * src_w;
   // Tasks of consecutive planes, so that each thread streams through x (one plane per task, the
   // two threads' planes interleaved, ran at half the bandwidth), and the next plane is fetched
   // while this one is computed.
-  const int64_t per_task = max64(1, min64(planes / (8 * int64_t(threads)), ceil_div(int64_t(32) << 10, sizeof(T) * HW)));
+  const int64_t per_task =
+      max64(1, min64(planes / (8 * int64_t(threads)), ceil_div(int64_t(32) << 10, sizeof(T) * plane_size)));
   parallel_tasks(ceil_div(planes, per_task), threads, [&](int64_t task) {
     T* slab = static_cast<T*>(thread_workspace(sizeof(T) * slab_size, kSlotPackA));
     T* acc = static_cast<T*>(thread_workspace(sizeof(T) * KB * wide, kSlotTile));
@@ -182,8 +218,8 @@ void conv_forward_depthwise(const ConvGeom& g, const T* x, const T* w, const T* 
     for (int64_t plane = task * per_task; plane < min64(planes, (task + 1) * per_task); ++plane) {
       const int64_t n = plane / g.groups, gi = plane % g.groups;  // plane = (image, input channel = group)
       if (plane + 1 < planes)
-        for (int64_t e = 0; e < HW; e += 64 / sizeof(T)) __builtin_prefetch(x + (plane + 1) * HW + e);
-      plane_slabs(g, lay, x + plane * HW, x + planes * HW, slab);
+        for (int64_t e = 0; e < plane_size; e += 64 / sizeof(T)) __builtin_prefetch(x + (plane + 1) * plane_size + e);
+      plane_slabs(g, lay, x + plane * plane_size, x + planes * plane_size, slab);
       for (int64_t k0 = 0; k0 < Kg;) {
         const int kb = Kg - k0 >= KB ? KB : 1;
         const T* wk[KB];
@@ -209,33 +245,79 @@ void conv_forward_depthwise(const ConvGeom& g, const T* x, const T* w, const T* 
   });
 }
 
+// sums[t] = the dot product of gyw[0, Qv) with slab[tap[t], tap[t] + Qv) for t < nt <= TB, every
+// sum in its own vector register over one pass (Qv a multiple of L): lanes added in order at the
+// end.
+template <class T, int TB>
+inline void dot_taps(const T* gyw, const T* slab, const int64_t* tap, int nt, int64_t Qv, T* sums) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes;
+  V acc[TB];
+#pragma GCC unroll 16
+  for (int t = 0; t < TB; ++t) acc[t] = V{};
+  for (int64_t q = 0; q < Qv; q += L) {
+    const V gv = load(gyw + q);
+#pragma GCC unroll 16
+    for (int t = 0; t < TB; ++t)
+      if (t < nt) acc[t] += gv * load(slab + tap[t] + q);
+  }
+  for (int t = 0; t < nt; ++t) {
+    T s = 0;
+    for (int l = 0; l < L; ++l) s += acc[t][l];
+    sums[t] = s;
+  }
+}
+
+}  // namespace
+
+template <class T>
+void conv_forward_depthwise(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
+  depthwise_forward(g, x, g.H, g.W, 1, 1, w, bias, y, threads);
+}
+
+template <class T>
+void conv_backward_data_depthwise(const ConvGeom& g, const T* gy, const T* w, const T* bias, T* gx, int threads) {
+  // The stride-1 forward over grad_out spread by the stride, with the flipped kernel. Its input is
+  // (OH - 1) * sh + 1 rows; grad_x's last rows, which no output reaches (up to sh - 1 of them),
+  // read only the zero rows below it.
+  ConvGeom f = g;
+  f.H = g.OH > 0 ? (g.OH - 1) * g.sh + 1 : 0;
+  f.W = g.OW > 0 ? (g.OW - 1) * g.sw + 1 : 0;
+  f.sh = f.sw = 1;
+  f.ph = (g.R - 1) * g.dh - g.ph;
+  f.pw = (g.S - 1) * g.dw - g.pw;
+  f.OH = g.H;
+  f.OW = g.W;
+  const int64_t RS = g.R * g.S;
+  std::vector<T> flipped(g.C * RS);
+  for (int64_t c = 0; c < g.C; ++c)
+    for (int64_t t = 0; t < RS; ++t) flipped[c * RS + t] = w[c * RS + RS - 1 - t];
+  depthwise_forward(f, gy, g.OH, g.OW, g.sh, g.sw, flipped.data(), bias, gx, threads);
+}
+
 template <class T>
 void conv_backward_weight_depthwise(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
   if (!all_finite(x, g.N * g.C * g.H * g.W)) return conv_backward_weight<T>(g, gy, x, gw, threads);
-  const WideLayout lay = wide_layout(g);
-  const int64_t Wp = lay.Wp, srows = g.OH + lay.halo, phase_stride = srows * Wp, RS = g.R * g.S;
-  const int64_t Q = g.OH > 0 ? (g.OH - 1) * Wp + g.OW : 0, OHW = g.OH * g.OW;
-  constexpr int U = 8;  // independent partial sums per dot product, in a fixed order
+  constexpr int L = Vec<T>::kLanes, TB = 9;  // taps per pass: a 3x3 kernel in one
+  const PlaneSlabs lay = plane_slabs_layout<T>(g, g.W, 1, 1);
+  const int64_t Wp = lay.Wp, RS = g.R * g.S, HW = g.H * g.W, OHW = g.OH * g.OW;
+  const int64_t Q = g.OH > 0 ? (g.OH - 1) * Wp + g.OW : 0, Qv = round_up(Q, L);
+  const int64_t slab_size = lay.phases * lay.phase_stride + L;
+  std::vector<int64_t> tap(RS);
+  for (int64_t t = 0; t < RS; ++t) tap[t] = tap_offset(g, Wp, lay.phase_stride, t / g.S, t % g.S);
   parallel_tasks(g.C, threads, [&](int64_t c) {
-    T* slab = static_cast<T*>(thread_workspace(sizeof(T) * lay.phases * phase_stride, kSlotPackA));
-    T* gyw = static_cast<T*>(thread_workspace(sizeof(T) * (Q + U), kSlotTile));
-    T* total = static_cast<T*>(thread_workspace(sizeof(T) * RS, kSlotTile2));
+    T* slab = static_cast<T*>(thread_workspace(sizeof(T) * slab_size, kSlotPackA));
+    T* gyw = static_cast<T*>(thread_workspace(sizeof(T) * Qv, kSlotTile));
+    T* sums = static_cast<T*>(thread_workspace(sizeof(T) * 2 * RS, kSlotTile2));
+    T* total = sums + RS;
+    std::memset(slab, 0, sizeof(T) * slab_size);  // see plane_slabs
     for (int64_t t = 0; t < RS; ++t) total[t] = T(0);
     for (int64_t n = 0; n < g.N; ++n) {
-      build_slabs(g, x + (n * g.C + c) * g.H * g.W, 1, 0, srows, Wp, slab, lay.phases * phase_stride, phase_stride);
-      lay_out_wide(gy + (n * g.C + c) * OHW, g.OH, g.OW, Wp, Q, gyw);
-      for (int64_t r = 0; r < g.R; ++r)
-        for (int64_t s = 0; s < g.S; ++s) {
-          const T* b = slab + tap_offset(g, Wp, phase_stride, r, s);
-          T part[U] = {};
-          int64_t q = 0;
-          for (; q + U <= Q; q += U)
-            for (int u = 0; u < U; ++u) part[u] += gyw[q + u] * b[q + u];
-          for (; q < Q; ++q) part[0] += gyw[q] * b[q];
-          T sum = 0;
-          for (int u = 0; u < U; ++u) sum += part[u];
-          total[r * g.S + s] += sum;
-        }
+      plane_slabs(g, lay, x + (n * g.C + c) * HW, x + g.N * g.C * HW, slab);
+      lay_out_wide(gy + (n * g.C + c) * OHW, g.OH, g.OW, Wp, Qv, gyw);
+      for (int64_t t0 = 0; t0 < RS; t0 += TB)
+        dot_taps<T, TB>(gyw, slab, tap.data() + t0, int(min64(TB, RS - t0)), Qv, sums + t0);
+      for (int64_t t = 0; t < RS; ++t) total[t] += sums[t];
     }
     for (int64_t t = 0; t < RS; ++t) gw[c * RS + t] = total[t];
   });
@@ -243,6 +325,7 @@ void conv_backward_weight_depthwise(const ConvGeom& g, const T* gy, const T* x, 
 
 #define FC_INSTANTIATE(T)                                                                          \
   template void conv_forward_depthwise<T>(const ConvGeom&, const T*, const T*, const T*, T*, int); \
+  template void conv_backward_data_depthwise<T>(const ConvGeom&, const T*, const T*, const T*, T*, int); \
   template void conv_backward_weight_depthwise<T>(const ConvGeom&, const T*, const T*, T*, int);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)

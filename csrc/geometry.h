@@ -26,6 +26,7 @@ struct KernelTable {
   void (*conv_forward_wide)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
   // Depthwise (groups = C = K) only, direct (conv_depthwise.cpp).
   void (*conv_forward_depthwise)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
+  void (*conv_backward_data_depthwise)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight_depthwise)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   // Winograd F(2x2, 3x3); only for 3x3 kernels at stride 1, dilation 1.
   void (*conv_forward_winograd_f23)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);

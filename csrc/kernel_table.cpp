@@ -12,6 +12,7 @@ static KernelTable<T> make_table() {
   t.conv_forward_winograd_f23 = conv_forward_winograd_f23<T>;
   t.conv_forward_winograd_f43 = conv_forward_winograd_f43<T>;
   t.conv_forward_depthwise = conv_forward_depthwise<T>;
+  t.conv_backward_data_depthwise = conv_backward_data_depthwise<T>;
   t.conv_backward_weight_depthwise = conv_backward_weight_depthwise<T>;
   t.conv_backward_data = conv_backward_data<T>;
   t.conv_backward_data_col2im = conv_backward_data_col2im<T>;

@@ -460,6 +460,9 @@ def test_forced_depthwise_direct(case, dtype, rng):
     with cpp_algorithms.force("depthwise_direct"):
         assert cpp.algorithm_for("conv_forward", g, dtype).name == "depthwise_direct"
         assert cpp.algorithm_for("conv_backward_weight", g, dtype).name == "depthwise_direct"
+        pads, reach = np.broadcast_to(padding, 2), (np.array([r, s]) - 1) * np.broadcast_to(dilation, 2)
+        if (pads <= reach).all():  # else the transposed problem's padding would be negative
+            assert cpp.algorithm_for("conv_backward_data", g, dtype).name == "depthwise_direct"
         y = fastconv.conv2d(x, wt, b, backend="cpp", **kw)
         gx, gw, _ = fastconv.conv2d_backward(gy, x, wt, b, backend="cpp", **kw)
     ax, aw, ab = absolute(x, wt, b)

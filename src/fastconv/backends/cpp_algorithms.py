@@ -32,7 +32,7 @@ from .._params import ConvGeometry
 
 # Part of the autotune cache key: raised when a kernel changes enough that choices made
 # before should be timed again.
-TUNING_REVISION = 4
+TUNING_REVISION = 5
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,10 @@ def _depthwise_accepts(g):
 
 
 def _depthwise_backward_data_accepts(g):
-    return _depthwise_accepts(g) or _wide_backward_data_accepts(g)
+    why = _depthwise_accepts(g)
+    if why is None and (g.pad_h > (g.R - 1) * g.dil_h or g.pad_w > (g.S - 1) * g.dil_w):
+        return "padding beyond the dilated kernel would make the transposed problem's padding negative"
+    return why
 
 
 def _narrow_accepts(g):
@@ -190,8 +193,7 @@ def make_tables(C, geom):
         Algorithm("winograd_f43_adjoint", _winograd_f43_adjoint_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_backward_data_winograd_f43(geom(g), gy, w, b, gx, t)),
         Algorithm("depthwise_direct", _depthwise_backward_data_accepts,
-                  lambda gy, w, b, gx, g, t: C.conv_forward_depthwise(
-                      geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
+                  lambda gy, w, b, gx, g, t: C.conv_backward_data_depthwise(geom(g), gy, w, b, gx, t)),
         Algorithm("implicit_gemm_wide", _wide_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_wide(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),

@@ -17,6 +17,7 @@ namespace {
 
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Parallel over planes: N*C is the natural independent axis (no plane is shared).
 template <class Body>
@@ -177,42 +178,68 @@ void max_pool_backward(const PoolGeom& g, const T* gy, const int64_t* indices, T
   });
 }
 
+// Average pooling runs P planes in lockstep: each window's sum is a chain of dependent adds,
+// in torch's order (rows, then columns, one at a time, so the sums round as torch's), and P
+// independent chains keep the adder busy where one left it idle for its latency (global pooling,
+// 49 adds per plane, was bound by that chain).
+template <class T, int P>
+void avg_pool_forward_planes(const PoolGeom& g, const T* x, T* y) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  for (int64_t oh = 0; oh < g.OH; ++oh)
+    for (int64_t ow = 0; ow < g.OW; ++ow) {
+      const AvgWindow win = avg_window(g, oh, ow);
+      T sum[P] = {};
+      for (int64_t ih = win.h0; ih < win.h1; ++ih)
+        for (int64_t iw = win.w0; iw < win.w1; ++iw)
+#pragma GCC unroll 8
+          for (int p = 0; p < P; ++p) sum[p] += x[p * HW + ih * g.W + iw];
+      const bool empty = win.h0 >= win.h1 || win.w0 >= win.w1;
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) y[p * OHW + oh * g.OW + ow] = empty ? T(0) : sum[p] / T(win.divisor);
+    }
+}
+
+template <class T, int P>
+void avg_pool_backward_planes(const PoolGeom& g, const T* gy, T* gx) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  std::memset(gx, 0, sizeof(T) * P * HW);
+  for (int64_t oh = 0; oh < g.OH; ++oh)
+    for (int64_t ow = 0; ow < g.OW; ++ow) {
+      const AvgWindow win = avg_window(g, oh, ow);
+      if (win.h0 >= win.h1 || win.w0 >= win.w1) continue;
+      T share[P];
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) share[p] = gy[p * OHW + oh * g.OW + ow] / T(win.divisor);
+      for (int64_t ih = win.h0; ih < win.h1; ++ih)
+        for (int64_t iw = win.w0; iw < win.w1; ++iw)
+#pragma GCC unroll 8
+          for (int p = 0; p < P; ++p) gx[p * HW + ih * g.W + iw] += share[p];
+    }
+}
+
+constexpr int kAvgPlanes = 8;
+
 template <class T>
 void avg_pool_forward(const PoolGeom& g, const T* x, T* y, int threads) {
-  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
-  for_each_plane(g.N * g.C, threads, [&](int64_t plane) {
-    const T* in = x + plane * HW;
-    T* out = y + plane * OHW;
-    for (int64_t oh = 0; oh < g.OH; ++oh)
-      for (int64_t ow = 0; ow < g.OW; ++ow) {
-        const AvgWindow win = avg_window(g, oh, ow);
-        if (win.h0 >= win.h1 || win.w0 >= win.w1) {
-          out[oh * g.OW + ow] = T(0);
-          continue;
-        }
-        T sum = 0;
-        for (int64_t ih = win.h0; ih < win.h1; ++ih)
-          for (int64_t iw = win.w0; iw < win.w1; ++iw) sum += in[ih * g.W + iw];
-        out[oh * g.OW + ow] = sum / T(win.divisor);
-      }
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW, planes = g.N * g.C;
+  for_each_plane(ceil_div(planes, kAvgPlanes), threads, [&](int64_t group) {
+    const int64_t p0 = group * kAvgPlanes;
+    if (p0 + kAvgPlanes <= planes)
+      avg_pool_forward_planes<T, kAvgPlanes>(g, x + p0 * HW, y + p0 * OHW);
+    else
+      for (int64_t p = p0; p < planes; ++p) avg_pool_forward_planes<T, 1>(g, x + p * HW, y + p * OHW);
   });
 }
 
 template <class T>
 void avg_pool_backward(const PoolGeom& g, const T* gy, T* gx, int threads) {
-  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
-  for_each_plane(g.N * g.C, threads, [&](int64_t plane) {
-    T* out = gx + plane * HW;
-    std::memset(out, 0, sizeof(T) * HW);
-    const T* in = gy + plane * OHW;
-    for (int64_t oh = 0; oh < g.OH; ++oh)
-      for (int64_t ow = 0; ow < g.OW; ++ow) {
-        const AvgWindow win = avg_window(g, oh, ow);
-        if (win.h0 >= win.h1 || win.w0 >= win.w1) continue;
-        const T share = in[oh * g.OW + ow] / T(win.divisor);
-        for (int64_t ih = win.h0; ih < win.h1; ++ih)
-          for (int64_t iw = win.w0; iw < win.w1; ++iw) out[ih * g.W + iw] += share;
-      }
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW, planes = g.N * g.C;
+  for_each_plane(ceil_div(planes, kAvgPlanes), threads, [&](int64_t group) {
+    const int64_t p0 = group * kAvgPlanes;
+    if (p0 + kAvgPlanes <= planes)
+      avg_pool_backward_planes<T, kAvgPlanes>(g, gy + p0 * OHW, gx + p0 * HW);
+    else
+      for (int64_t p = p0; p < planes; ++p) avg_pool_backward_planes<T, 1>(g, gy + p * OHW, gx + p * HW);
   });
 }
 

@@ -37,6 +37,8 @@ AVG_CASES = [
     (1, 2, 5, 6, dict(kernel_size=3, stride=1, padding=1, divisor_override=5)),
     (1, 2, 5, 6, dict(kernel_size=2, stride=2, ceil_mode=True, divisor_override=-3)),
     (1, 1, 4, 4, dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),  # a window starting in right padding
+    (3, 5, 9, 9, dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),  # 15 planes: a group of 8 and the rest
+    (2, 9, 7, 7, dict(kernel_size=7)),  # global pooling
 ]
 
 
@@ -113,6 +115,20 @@ def test_max_pool2d_all_minus_inf_window_with_padding(backend):
     np.testing.assert_array_equal(y, ty)
     np.testing.assert_array_equal(idx, tidx)
     assert ((idx >= 0) & (idx < 9)).all()
+
+
+@pytest.mark.parametrize("case", AVG_CASES[-2:], ids=_ids)
+def test_cpp_avg_pool2d_rounds_as_torch(rng, case):
+    """The cpp kernels add in torch's order, several planes in lockstep: the same bits."""
+    n, c, h, w, kw = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    y = fastconv.avg_pool2d(x, backend="cpp", **kw)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gx = fastconv.avg_pool2d_backward(gy, x, backend="cpp", **kw)
+    xt = torch.tensor(x, requires_grad=True)
+    F.avg_pool2d(xt, **kw).backward(torch.tensor(gy))
+    np.testing.assert_array_equal(y, F.avg_pool2d(torch.tensor(x), **kw).numpy())
+    np.testing.assert_array_equal(gx, xt.grad.numpy())
 
 
 @pytest.mark.parametrize("case", AVG_CASES, ids=_ids)

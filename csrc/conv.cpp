@@ -213,8 +213,11 @@ void conv_backward_data(const ConvGeom& g, const T* gy, const T* w, const T* bia
 // computed as grad_w^T (rows x Kg) = patch (rows x columns) * grad_out^T when the patch has
 // more rows, so the patch is gathered straight into gemm_packed's A panels and grad_out, the
 // smaller operand, is the one transposed; else as grad_out * patch^T.
-// Tasks own disjoint blocks of grad_w (group x block of patch rows x block of k) and each
-// reduces over all columns in a fixed order: no partial sums to merge, no atomics.
+// Tasks own disjoint blocks of grad_w (group x run of patch-row blocks x block of k) and each
+// reduces over all columns in a fixed order: no partial sums to merge, no atomics. A task takes
+// a column tile of grad_out once and runs it against each of its row blocks: taking it per row
+// block (as GEMM blocks) cost more than the GEMMs on DCGAN's layers, where the patch has 2-4 K
+// rows in 96-row blocks.
 template <class T>
 void conv_backward_weight(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
   constexpr int64_t NR = MicroTile<T>::NR, MR = MicroTile<T>::MR;
@@ -224,15 +227,17 @@ void conv_backward_weight(const ConvGeom& g, const T* gy, const T* x, T* gw, int
   const Taps taps = input_taps(g, table);
   const PatchSpec spec = input_patch_spec(g, taps);
 
-  // Row blocks of at most 16 panels; k blocks of at most 8 NR-panels, split further (and row
-  // blocks shrunk) while there are fewer than 8 tasks.
-  int64_t row_block = min64(round_up(rows, MR), 16 * MR), k_block = min64(round_up(Kg, NR), 8 * NR);
-  auto tasks = [&] { return g.groups * ceil_div(rows, row_block) * ceil_div(Kg, k_block); };
-  while (tasks() < 8 && (row_block > MR || k_block > NR)) {
+  // Row blocks of at most 16 panels (one GEMM's A or B side); k blocks of at most 32 NR-panels,
+  // split further (and row blocks shrunk) while there are fewer than 8 of them; then runs of
+  // row blocks, ~8 runs per (group, k block).
+  int64_t row_block = min64(round_up(rows, MR), 16 * MR), k_block = min64(round_up(Kg, NR), 32 * NR);
+  auto blocks = [&] { return g.groups * ceil_div(rows, row_block) * ceil_div(Kg, k_block); };
+  while (blocks() < 8 && (row_block > MR || k_block > NR)) {
     if (row_block > MR) row_block = round_up(row_block / 2, MR);
-    if (tasks() < 8 && k_block > NR) k_block = round_up(k_block / 2, NR);
+    if (blocks() < 8 && k_block > NR) k_block = round_up(k_block / 2, NR);
   }
   const int64_t nrb = ceil_div(rows, row_block), nkb = ceil_div(Kg, k_block);
+  const int64_t run = ceil_div(nrb, max64(1, 8 / (g.groups * nkb))), nruns = ceil_div(nrb, run);
   const int64_t tile = min64(max64(kPatchBytes / 4 / (row_block * int64_t(sizeof(T))), 64), kMaxTile);
   const int64_t ntiles = ceil_div(columns, tile);
 
@@ -242,25 +247,24 @@ void conv_backward_weight(const ConvGeom& g, const T* gy, const T* x, T* gw, int
   // layers; the patch for first layers with 1-3 input channels).
   const bool patch_is_a = rows >= Kg;
 
-  parallel_tasks(g.groups * nrb * nkb, threads, [&](int64_t task) {
-    const int64_t gi = task / (nrb * nkb), rb = (task / nkb) % nrb, kb = task % nkb;
-    const int64_t row0 = rb * row_block, nrows = min64(row_block, rows - row0);
+  parallel_tasks(g.groups * nruns * nkb, threads, [&](int64_t task) {
+    const int64_t gi = task / (nruns * nkb), ri = (task / nkb) % nruns, kb = task % nkb;
+    const int64_t rb0 = ri * run, rb1 = min64(nrb, rb0 + run);
+    const int64_t row_lo = rb0 * row_block, row_hi = min64(rows, rb1 * row_block);
     const int64_t k0 = kb * k_block, nk = min64(k_block, Kg - k0);
-    // C is (A rows) x (B columns): nrows x nk, or nk x nrows.
-    const int64_t m = patch_is_a ? nrows : nk, ncols = patch_is_a ? nk : nrows, ldb = b_row_stride<T>(ncols);
-    T* acc = static_cast<T*>(thread_workspace(sizeof(T) * m * ldb, kSlotTile2));
-    T* a_panels = static_cast<T*>(thread_workspace(sizeof(T) * packed_a_size<T>(m, tile), kSlotTile));
+    // Per row block, C is (A rows) x (B columns): nrows x nk, or nk x nrows; the run's C blocks
+    // lie one after another in acc, c_size apart.
+    const int64_t ldb = b_row_stride<T>(patch_is_a ? nk : row_block);
+    const int64_t c_size = (patch_is_a ? row_block : nk) * ldb;
+    T* acc = static_cast<T*>(thread_workspace(sizeof(T) * (rb1 - rb0) * c_size, kSlotTile2));
+    T* a_panels = static_cast<T*>(thread_workspace(sizeof(T) * packed_a_size<T>(max64(row_block, nk), tile), kSlotTile));
     T* b_rows = static_cast<T*>(thread_workspace(sizeof(T) * tile * ldb, kSlotPackA));
-    for (int64_t i = 0; i < m * ldb; ++i) acc[i] = T(0);
-    const int64_t panels = ceil_div(m, MR);
+    for (int64_t i = 0; i < (rb1 - rb0) * c_size; ++i) acc[i] = T(0);
     const T* xs = x + gi * Cg * g.H * g.W;
     for (int64_t t = 0; t < ntiles; ++t) {
       const int64_t q0 = t * tile, nq = min64(tile, columns - q0);
-      if (patch_is_a)  // patch rows [row0, row0 + nrows) straight into MR-row panels
-        gather_patch(spec, xs, row0, nrows, q0, nq, a_panels, MR, MR * nq, 1, MR);
-      else  // the patch transposed: row r becomes column r of B
-        gather_patch(spec, xs, row0, nrows, q0, nq, b_rows, 1, 1, 0, ldb);
-      // grad_out rows k0.. of these columns: as B (transposed) or as A panels.
+      // grad_out rows k0.. of these columns, once for all the run's row blocks: as B
+      // (transposed, padding columns zero) or as A panels (padding rows zero).
       int64_t n = q0 / P, p = q0 % P, u = 0;
       while (u < nq) {
         const int64_t seg = min64(nq - u, P - p);
@@ -277,15 +281,39 @@ void conv_backward_weight(const ConvGeom& g, const T* gy, const T* x, T* gw, int
         p = 0;
         ++n;
       }
-      for (int64_t rr = m; rr < panels * MR; ++rr)  // A's padding rows
-        for (int64_t e = 0; e < nq; ++e) a_panels[(rr / MR) * MR * nq + e * MR + rr % MR] = T(0);
-      for (int64_t e = 0; e < nq; ++e)  // B's padding columns
-        for (int64_t c = ncols; c < ldb; ++c) b_rows[e * ldb + c] = T(0);
-      gemm_packed<T>(m, ncols, nq, a_panels, b_rows, ldb, acc, ldb, true);
+      if (patch_is_a) {
+        for (int64_t e = 0; e < nq; ++e)
+          for (int64_t c = nk; c < ldb; ++c) b_rows[e * ldb + c] = T(0);
+      } else {
+        for (int64_t rr = nk; rr < round_up(nk, MR); ++rr)
+          for (int64_t e = 0; e < nq; ++e) a_panels[(rr / MR) * MR * nq + e * MR + rr % MR] = T(0);
+      }
+      for (int64_t rb = rb0; rb < rb1; ++rb) {
+        const int64_t row0 = rb * row_block, nrows = min64(row_block, rows - row0);
+        T* c_block = acc + (rb - rb0) * c_size;
+        if (patch_is_a) {  // patch rows [row0, row0 + nrows) straight into MR-row panels
+          gather_patch(spec, xs, row0, nrows, q0, nq, a_panels, MR, MR * nq, 1, MR);
+          for (int64_t rr = nrows; rr < round_up(nrows, MR); ++rr)  // A's padding rows
+            for (int64_t e = 0; e < nq; ++e) a_panels[(rr / MR) * MR * nq + e * MR + rr % MR] = T(0);
+          gemm_packed<T>(nrows, nk, nq, a_panels, b_rows, ldb, c_block, ldb, true);
+        } else {  // the patch transposed: row r becomes column r of B, padding columns zero
+          gather_patch(spec, xs, row0, nrows, q0, nq, b_rows, 1, 1, 0, ldb);
+          for (int64_t e = 0; e < nq; ++e)
+            for (int64_t c = nrows; c < ldb; ++c) b_rows[e * ldb + c] = T(0);
+          gemm_packed<T>(nk, nrows, nq, a_panels, b_rows, ldb, c_block, ldb, true);
+        }
+      }
     }
-    for (int64_t r = 0; r < nrows; ++r)
-      for (int64_t k = 0; k < nk; ++k)
-        gw[(gi * Kg + k0 + k) * rows + row0 + r] = patch_is_a ? acc[r * ldb + k] : acc[k * ldb + r];
+    // grad_w rows are k: write along them (writing along a patch row, 4-16 KB strides, missed the
+    // TLB on every element).
+    for (int64_t k = 0; k < nk; ++k) {
+      T* dst = gw + (gi * Kg + k0 + k) * rows;
+      for (int64_t row = row_lo; row < row_hi; ++row) {
+        const T* c_block = acc + ((row / row_block) - rb0) * c_size;
+        const int64_t r = row % row_block;
+        dst[row] = patch_is_a ? c_block[r * ldb + k] : c_block[k * ldb + r];
+      }
+    }
   });
 }
 

@@ -55,12 +55,10 @@ def _pool_geom(g):
 ALGORITHMS = cpp_algorithms.make_tables(_C, _geom) if _C is not None else {}
 
 
-def algorithm_for(primitive, g, dtype, args=None):
-    """The Algorithm the cpp backend uses for this problem (tuning it now if needed)."""
-    def timer_args():
-        return args
-
-    return cpp_algorithms.choose(primitive, ALGORITHMS[primitive], g, dtype, _C.isa(), timer_args)
+def algorithm_for(primitive, g, dtype, timer_args=None):
+    """The Algorithm the cpp backend uses for this problem (tuning it now if needed);
+    timer_args() returns the arguments to time candidates with (built only when tuning)."""
+    return cpp_algorithms.choose(primitive, ALGORITHMS[primitive], g, dtype, _C.isa(), timer_args or (lambda: None))
 
 
 def bias_grad(gy):
@@ -76,7 +74,7 @@ def bias_grad(gy):
 def conv_forward(x, w, bias, g):
     y = P.empty(np, "conv2d", g.y_shape, x.dtype)
     threads = _conv_threads(g)
-    algo = algorithm_for("conv_forward", g, x.dtype, (x, w, bias, np.empty_like(y), g, threads))
+    algo = algorithm_for("conv_forward", g, x.dtype, lambda: (x, w, bias, np.empty_like(y), g, threads))
     algo.run(x, w, bias, y, g, threads)
     return y
 
@@ -84,7 +82,7 @@ def conv_forward(x, w, bias, g):
 def conv_backward_data(gy, w, bias, g):
     gx = P.empty(np, "conv2d_backward", g.x_shape, gy.dtype)
     threads = _conv_threads(g)
-    algo = algorithm_for("conv_backward_data", g, gy.dtype, (gy, w, bias, np.empty_like(gx), g, threads))
+    algo = algorithm_for("conv_backward_data", g, gy.dtype, lambda: (gy, w, bias, np.empty_like(gx), g, threads))
     algo.run(gy, w, bias, gx, g, threads)
     return gx
 
@@ -92,7 +90,7 @@ def conv_backward_data(gy, w, bias, g):
 def conv_backward_weight(gy, x, g):
     gw = P.empty(np, "conv2d_backward", g.w_shape, gy.dtype)
     threads = _conv_threads(g)
-    algo = algorithm_for("conv_backward_weight", g, gy.dtype, (gy, x, np.empty_like(gw), g, threads))
+    algo = algorithm_for("conv_backward_weight", g, gy.dtype, lambda: (gy, x, np.empty_like(gw), g, threads))
     algo.run(gy, x, gw, g, threads)
     return gw
 

@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastconv
 from oracle import absolute, assert_within, ref
@@ -469,6 +471,34 @@ def test_forced_depthwise_direct(case, dtype, rng):
     rx = ref(fastconv.conv2d_backward, gy, x, wt, b, **kw)
     mx = ref(fastconv.conv2d_backward, np.abs(gy), ax, aw, ab, **kw)
     assert_within(y, ref(fastconv.conv2d, x, wt, b, **kw), ref(fastconv.conv2d, ax, aw, ab, **kw), r * s + 1, dtype,
+                  what="depthwise_direct forward")
+    assert_within(gx, rx[0], mx[0], r * s, dtype, what="depthwise backward-data")
+    assert_within(gw, rx[1], mx[1], n * g.out_h * g.out_w, dtype, what="depthwise_direct backward-weight")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 2), c=st.integers(1, 3), h=st.integers(1, 40), w=st.integers(1, 40),
+       r=st.integers(1, 5), s=st.integers(1, 5), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       ph=st.integers(0, 4), pw=st.integers(0, 4), dh=st.integers(1, 2), dw=st.integers(1, 2),
+       float64=st.booleans(), seed=st.integers(0, 2**31))
+def test_forced_depthwise_direct_random(n, c, h, w, r, s, sh, sw, ph, pw, dh, dw, float64, seed):
+    """Random depthwise geometries (rows shorter and longer than a vector, every stride-phase
+    split and spreading path of plane_slabs) against the float64 reference."""
+    dtype = np.float64 if float64 else np.float32
+    h, w = max(h, (r - 1) * dh + 1 - 2 * ph), max(w, (s - 1) * dw + 1 - 2 * pw)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((c, 1, r, s)).astype(dtype)
+    kw = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=c)
+    g = P.conv_params(x, wt, None, (sh, sw), (ph, pw), (dh, dw), c)[5]
+    gy = rng.standard_normal(g.y_shape).astype(dtype)
+    with cpp_algorithms.force("depthwise_direct"):
+        y = fastconv.conv2d(x, wt, None, backend="cpp", **kw)
+        gx, gw, _ = fastconv.conv2d_backward(gy, x, wt, None, backend="cpp", **kw)
+    ax, aw = np.abs(x), np.abs(wt)
+    rx = ref(fastconv.conv2d_backward, gy, x, wt, None, **kw)
+    mx = ref(fastconv.conv2d_backward, np.abs(gy), ax, aw, None, **kw)
+    assert_within(y, ref(fastconv.conv2d, x, wt, None, **kw), ref(fastconv.conv2d, ax, aw, None, **kw), r * s, dtype,
                   what="depthwise_direct forward")
     assert_within(gx, rx[0], mx[0], r * s, dtype, what="depthwise backward-data")
     assert_within(gw, rx[1], mx[1], n * g.out_h * g.out_w, dtype, what="depthwise_direct backward-weight")

@@ -101,8 +101,7 @@ PlaneSlabs plane_slabs_layout(const ConvGeom& g, int64_t src_w, int64_t uh, int6
   for (int64_t s = 0; s < g.S; ++s) p.read_w[s * g.dw % g.sw] = 1;
   if (g.sw <= 2)
     for (int64_t b = 0; b < g.sw; ++b) {  // slot j of phase b holds input column j * sw + b - pw
-      const int64_t lo = min64(p.Wp, g.pw > b ? ceil_div(g.pw - b, g.sw) : 0);
-      const int64_t hi = max64(lo, min64(p.Wp, g.W + g.pw - b > 0 ? ceil_div(g.W + g.pw - b, g.sw) : 0));
+      const auto [lo, hi] = slab_columns(g, p.Wp, b);
       const int64_t pi = lo * g.sw + b - g.pw;  // the column parity slot lo holds
       if (!p.read_w[b] || hi == lo) continue;
       p.at[pi] = b * p.phase_stride + lo;
@@ -180,8 +179,7 @@ void plane_slabs(const ConvGeom& g, const PlaneSlabs& p, const T* x, const T* x_
       } else {  // the general case, scalar: input column c = j * sw + b - pw
         for (int64_t b = 0; b < g.sw; ++b) {
           if (!p.read_w[b]) continue;
-          const int64_t lo = min64(Wp, g.pw > b ? ceil_div(g.pw - b, g.sw) : 0);
-          const int64_t hi = max64(lo, min64(Wp, g.W + g.pw - b > 0 ? ceil_div(g.W + g.pw - b, g.sw) : 0));
+          const auto [lo, hi] = slab_columns(g, Wp, b);
           for (int64_t j = lo; j < hi; ++j) {
             const int64_t c = j * g.sw + b - g.pw;
             if (c % p.uw == 0) d[b * ps + j] = src[c / p.uw];

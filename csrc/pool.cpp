@@ -9,15 +9,14 @@
 #include <limits>
 #include <new>
 
+#include "gather.h"
+#include "gemm_microkernel.h"
 #include "kernels.h"
 
 namespace fastconv {
 namespace FC_ISA {
 namespace {
 
-inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Parallel over planes: N*C is the natural independent axis (no plane is shared).
 template <class Body>
@@ -62,16 +61,11 @@ inline void take_max(T v, int64_t at, T& best, int64_t& best_at) {
 // so the even/odd taps are split with shuffles and compared lane-wise. The order of the taps
 // and the NaN rule are the scalar scan's (torch's): r0 even, r0 odd, r1 even, r1 odd, and a
 // tap replaces the best when it is greater or NaN.
-template <class T> struct PoolLanes;
-template <> struct PoolLanes<float> {
-  typedef float V __attribute__((vector_size(32)));
-  typedef int32_t M __attribute__((vector_size(32)));
-  static constexpr int L = 8;
-};
-template <> struct PoolLanes<double> {
-  typedef double V __attribute__((vector_size(32)));
-  typedef int64_t M __attribute__((vector_size(32)));
-  static constexpr int L = 4;
+template <class T>
+struct PoolLanes {
+  typedef VecOf<T> V;
+  typedef typename IntVec<T>::type M;
+  static constexpr int L = Vec<T>::kLanes;
 };
 
 // L outputs from rows a and b (2L elements each): their maxima, and per lane the winning tap's

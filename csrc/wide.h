@@ -29,6 +29,15 @@ static inline WideLayout wide_layout(const ConvGeom& g) {
   return {g.OW + (g.S - 1) * g.dw / g.sw, (g.R - 1) * g.dh / g.sh, g.sh * g.sw};
 }
 
+// The slab columns [lo, hi) of column phase b whose input column wc*sw + b - pw lies in [0, W).
+struct SlabColumns {
+  int64_t lo, hi;
+};
+static inline SlabColumns slab_columns(const ConvGeom& g, int64_t Wp, int64_t b) {
+  const int64_t lo = min64(Wp, g.pw > b ? ceil_div(g.pw - b, g.sw) : 0);
+  return {lo, max64(lo, min64(Wp, g.W + g.pw - b > 0 ? ceil_div(g.W + g.pw - b, g.sw) : 0))};
+}
+
 // Where tap (r, s) starts within a channel's slabs, phase slabs `phase_stride` elements apart.
 static inline int64_t tap_offset(const ConvGeom& g, int64_t Wp, int64_t phase_stride, int64_t r, int64_t s) {
   const int64_t a = r * g.dh % g.sh, b = s * g.dw % g.sw;
@@ -68,9 +77,8 @@ static void build_slabs(const ConvGeom& g, const T* x, int64_t channels, int64_t
       for (int64_t r = 0; r < g.R; ++r) read_h |= r * g.dh % g.sh == a;
       for (int64_t s = 0; s < g.S; ++s) read_w |= s * g.dw % g.sw == b;
       if (!read_h || !read_w) continue;
-      // The slab columns whose input column wc*sw + b - pw lies in [0, W).
-      const int64_t lo = min64(Wp, g.pw > b ? ceil_div(g.pw - b, g.sw) : 0);
-      const int64_t hi = max64(lo, min64(Wp, g.W + g.pw - b > 0 ? ceil_div(g.W + g.pw - b, g.sw) : 0));
+      const SlabColumns cols = slab_columns(g, Wp, b);
+      const int64_t lo = cols.lo, hi = cols.hi;
       for (int64_t c = 0; c < channels; ++c)
         for (int64_t hr = 0; hr < srows; ++hr) {
           T* d = dst + c * channel_stride + (a * g.sw + b) * phase_stride + hr * Wp;

@@ -40,6 +40,10 @@ void require_winograd_geometry(const ConvGeom& g) {
     throw py::value_error("the Winograd kernels need a 3x3 kernel at stride 1 and dilation 1");
 }
 
+void require_depthwise(const ConvGeom& g) {
+  if (!(g.groups == g.C && g.groups == g.K)) throw py::value_error("depthwise_direct needs groups == C == K");
+}
+
 // The fused conv + max pool walks stride-1, undilated, ungrouped conv windows in pairs of rows
 // and columns; anything else would read out of bounds.
 void require_conv_max_pool_geometry(const ConvGeom& g) {
@@ -77,7 +81,7 @@ void bind_dtype(py::module_& m) {
   m.def("conv_backward_data_depthwise", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> w,
                                            std::optional<Arr<T>> bias, Arr<T> gx, int threads) {
     const ConvGeom g = conv_geom(geom);
-    if (!(g.groups == g.C && g.groups == g.K)) throw py::value_error("depthwise_direct needs groups == C == K");
+    require_depthwise(g);
     if (g.ph > (g.R - 1) * g.dh || g.pw > (g.S - 1) * g.dw)
       throw py::value_error("depthwise_direct backward-data needs padding within the dilated kernel");
     py::gil_scoped_release release;
@@ -86,7 +90,7 @@ void bind_dtype(py::module_& m) {
   m.def("conv_backward_weight_depthwise", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x, Arr<T> gw,
                                              int threads) {
     const ConvGeom g = conv_geom(geom);
-    if (!(g.groups == g.C && g.groups == g.K)) throw py::value_error("depthwise_direct needs groups == C == K");
+    require_depthwise(g);
     py::gil_scoped_release release;
     kernels(T()).conv_backward_weight_depthwise(g, gy.data(), x.data(), gw.mutable_data(), threads);
   });

@@ -250,7 +250,6 @@ void conv_backward_weight(const ConvGeom& g, const T* gy, const T* x, T* gw, int
   parallel_tasks(g.groups * nruns * nkb, threads, [&](int64_t task) {
     const int64_t gi = task / (nruns * nkb), ri = (task / nkb) % nruns, kb = task % nkb;
     const int64_t rb0 = ri * run, rb1 = min64(nrb, rb0 + run);
-    const int64_t row_lo = rb0 * row_block, row_hi = min64(rows, rb1 * row_block);
     const int64_t k0 = kb * k_block, nk = min64(k_block, Kg - k0);
     // Per row block, C is (A rows) x (B columns): nrows x nk, or nk x nrows; the run's C blocks
     // lie one after another in acc, c_size apart.
@@ -261,6 +260,15 @@ void conv_backward_weight(const ConvGeom& g, const T* gy, const T* x, T* gw, int
     T* b_rows = static_cast<T*>(thread_workspace(sizeof(T) * tile * ldb, kSlotPackA));
     for (int64_t i = 0; i < (rb1 - rb0) * c_size; ++i) acc[i] = T(0);
     const T* xs = x + gi * Cg * g.H * g.W;
+    // Zeros in A's padding rows past `valid` and B's padding columns past `valid`.
+    auto pad_a = [&](int64_t valid, int64_t nq) {
+      for (int64_t rr = valid; rr < round_up(valid, MR); ++rr)
+        for (int64_t e = 0; e < nq; ++e) a_panels[(rr / MR) * MR * nq + e * MR + rr % MR] = T(0);
+    };
+    auto pad_b = [&](int64_t valid, int64_t nq) {
+      for (int64_t e = 0; e < nq; ++e)
+        for (int64_t c = valid; c < ldb; ++c) b_rows[e * ldb + c] = T(0);
+    };
     for (int64_t t = 0; t < ntiles; ++t) {
       const int64_t q0 = t * tile, nq = min64(tile, columns - q0);
       // grad_out rows k0.. of these columns, once for all the run's row blocks: as B
@@ -281,39 +289,33 @@ void conv_backward_weight(const ConvGeom& g, const T* gy, const T* x, T* gw, int
         p = 0;
         ++n;
       }
-      if (patch_is_a) {
-        for (int64_t e = 0; e < nq; ++e)
-          for (int64_t c = nk; c < ldb; ++c) b_rows[e * ldb + c] = T(0);
-      } else {
-        for (int64_t rr = nk; rr < round_up(nk, MR); ++rr)
-          for (int64_t e = 0; e < nq; ++e) a_panels[(rr / MR) * MR * nq + e * MR + rr % MR] = T(0);
-      }
+      if (patch_is_a)
+        pad_b(nk, nq);
+      else
+        pad_a(nk, nq);
       for (int64_t rb = rb0; rb < rb1; ++rb) {
         const int64_t row0 = rb * row_block, nrows = min64(row_block, rows - row0);
         T* c_block = acc + (rb - rb0) * c_size;
         if (patch_is_a) {  // patch rows [row0, row0 + nrows) straight into MR-row panels
           gather_patch(spec, xs, row0, nrows, q0, nq, a_panels, MR, MR * nq, 1, MR);
-          for (int64_t rr = nrows; rr < round_up(nrows, MR); ++rr)  // A's padding rows
-            for (int64_t e = 0; e < nq; ++e) a_panels[(rr / MR) * MR * nq + e * MR + rr % MR] = T(0);
+          pad_a(nrows, nq);
           gemm_packed<T>(nrows, nk, nq, a_panels, b_rows, ldb, c_block, ldb, true);
-        } else {  // the patch transposed: row r becomes column r of B, padding columns zero
+        } else {  // the patch transposed: row r becomes column r of B
           gather_patch(spec, xs, row0, nrows, q0, nq, b_rows, 1, 1, 0, ldb);
-          for (int64_t e = 0; e < nq; ++e)
-            for (int64_t c = nrows; c < ldb; ++c) b_rows[e * ldb + c] = T(0);
+          pad_b(nrows, nq);
           gemm_packed<T>(nk, nrows, nq, a_panels, b_rows, ldb, c_block, ldb, true);
         }
       }
     }
     // grad_w rows are k: write along them (writing along a patch row, 4-16 KB strides, missed the
     // TLB on every element).
-    for (int64_t k = 0; k < nk; ++k) {
-      T* dst = gw + (gi * Kg + k0 + k) * rows;
-      for (int64_t row = row_lo; row < row_hi; ++row) {
-        const T* c_block = acc + ((row / row_block) - rb0) * c_size;
-        const int64_t r = row % row_block;
-        dst[row] = patch_is_a ? c_block[r * ldb + k] : c_block[k * ldb + r];
+    for (int64_t k = 0; k < nk; ++k)
+      for (int64_t rb = rb0; rb < rb1; ++rb) {
+        const T* c_block = acc + (rb - rb0) * c_size;
+        T* dst = gw + (gi * Kg + k0 + k) * rows + rb * row_block;
+        for (int64_t r = 0; r < min64(row_block, rows - rb * row_block); ++r)
+          dst[r] = patch_is_a ? c_block[r * ldb + k] : c_block[k * ldb + r];
       }
-    }
   });
 }
 

@@ -125,13 +125,7 @@ inline VecOf<T> keep_below(VecOf<T> v, int64_t n) {
 template <class T>
 void plane_slabs(const ConvGeom& g, const PlaneSlabs& p, const T* x, const T* x_end, T* dst) {
   typedef VecOf<T> V;
-  typedef typename IntVec<T>::type M;
   constexpr int L = Vec<T>::kLanes;
-  M even, odd, low, high;  // deinterleaving, and interleaving with zeros (lanes >= L of a shuffle)
-  for (int l = 0; l < L; ++l) {
-    even[l] = 2 * l, odd[l] = 2 * l + 1;
-    low[l] = l % 2 ? L : l / 2, high[l] = l % 2 ? L : L / 2 + l / 2;
-  }
   const V zero{};
   const int64_t Wp = p.Wp, ps = p.phase_stride, n = p.longest;
   for (int64_t hr = 0; hr < p.srows; ++hr)
@@ -143,20 +137,17 @@ void plane_slabs(const ConvGeom& g, const PlaneSlabs& p, const T* x, const T* x_
       if (g.sw == 1 && p.uw == 1) {
         T* out = d + p.at[0];
         int64_t i = 0;
-        for (; i < n && src + i + L <= x_end; i += L) {
-          const V v = keep_below<T>(load(src + i), n - i);
-          std::memcpy(out + i, &v, sizeof(V));
-        }
+        for (; i < n && src + i + L <= x_end; i += L) store(out + i, keep_below<T>(load(src + i), n - i));
         for (; i < n; ++i) out[i] = src[i];
       } else if (g.sw == 1 && p.uw == 2) {  // source column j to slot 2j, zeros between
         T* out = d + p.at[0];
         const int64_t m = ceil_div(n, 2);
         int64_t i = 0;
         for (; i < m && src + i + L <= x_end; i += L) {
-          const V v = keep_below<T>(load(src + i), m - i);
-          const V lo = __builtin_shuffle(v, zero, low), hi = __builtin_shuffle(v, zero, high);
-          std::memcpy(out + 2 * i, &lo, sizeof(V));
-          std::memcpy(out + 2 * i + L, &hi, sizeof(V));
+          V lo, hi;
+          interleave(keep_below<T>(load(src + i), m - i), zero, lo, hi);
+          store(out + 2 * i, lo);
+          store(out + 2 * i + L, hi);
         }
         for (; i < m; ++i) out[2 * i] = src[i];
       } else if (g.sw == 2 && p.uw == 1) {
@@ -165,14 +156,8 @@ void plane_slabs(const ConvGeom& g, const PlaneSlabs& p, const T* x, const T* x_
         int64_t i = 0;
         for (; i < n && src + 2 * i + 2 * L <= x_end; i += L) {
           const V v0 = load(src + 2 * i), v1 = load(src + 2 * i + L);
-          if (out0) {
-            const V e = keep_below<T>(__builtin_shuffle(v0, v1, even), p.count[0] - i);
-            std::memcpy(out0 + i, &e, sizeof(V));
-          }
-          if (out1) {
-            const V o = keep_below<T>(__builtin_shuffle(v0, v1, odd), p.count[1] - i);
-            std::memcpy(out1 + i, &o, sizeof(V));
-          }
+          if (out0) store(out0 + i, keep_below<T>(deinterleave_even(v0, v1), p.count[0] - i));
+          if (out1) store(out1 + i, keep_below<T>(deinterleave_odd(v0, v1), p.count[1] - i));
         }
         for (int64_t j = i; j < p.count[0] && out0; ++j) out0[j] = src[2 * j];
         for (int64_t j = i; j < p.count[1] && out1; ++j) out1[j] = src[2 * j + 1];

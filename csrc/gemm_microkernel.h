@@ -40,6 +40,26 @@ struct IntVec<double> {
   typedef int64_t type __attribute__((vector_size(32)));
 };
 
+// The lanes of a and b interleaved: lo = a0 b0 a1 b1 ..., hi = the upper halves'.
+inline void interleave(VecOf<float> a, VecOf<float> b, VecOf<float>& lo, VecOf<float>& hi) {
+  lo = __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
+  hi = __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
+}
+inline void interleave(VecOf<double> a, VecOf<double> b, VecOf<double>& lo, VecOf<double>& hi) {
+  lo = __builtin_shufflevector(a, b, 0, 4, 1, 5);
+  hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+}
+
+// The even / odd lanes of the 2L lanes a, b.
+inline VecOf<float> deinterleave_even(VecOf<float> a, VecOf<float> b) {
+  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+}
+inline VecOf<float> deinterleave_odd(VecOf<float> a, VecOf<float> b) {
+  return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+}
+inline VecOf<double> deinterleave_even(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 0, 2, 4, 6); }
+inline VecOf<double> deinterleave_odd(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 1, 3, 5, 7); }
+
 // Unaligned vector load and store (memcpy: no alignment or aliasing assumption).
 template <class T>
 static inline VecOf<T> load(const T* p) {

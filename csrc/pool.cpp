@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <type_traits>
 
 #include "gather.h"
 #include "gemm_microkernel.h"
@@ -16,7 +17,6 @@
 namespace fastconv {
 namespace FC_ISA {
 namespace {
-
 
 // Parallel over planes: N*C is the natural independent axis (no plane is shared).
 template <class Body>
@@ -211,29 +211,34 @@ void avg_pool_backward_planes(const PoolGeom& g, const T* gy, T* gx) {
     }
 }
 
+// body(first plane, std::integral_constant<int, P>) over groups of kAvgPlanes planes; the last
+// planes that fill no group one at a time (P = 1).
 constexpr int kAvgPlanes = 8;
 
-template <class T>
-void avg_pool_forward(const PoolGeom& g, const T* x, T* y, int threads) {
-  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW, planes = g.N * g.C;
+template <class Body>
+void for_plane_groups(int64_t planes, int threads, const Body& body) {
   for_each_plane(ceil_div(planes, kAvgPlanes), threads, [&](int64_t group) {
     const int64_t p0 = group * kAvgPlanes;
     if (p0 + kAvgPlanes <= planes)
-      avg_pool_forward_planes<T, kAvgPlanes>(g, x + p0 * HW, y + p0 * OHW);
+      body(p0, std::integral_constant<int, kAvgPlanes>());
     else
-      for (int64_t p = p0; p < planes; ++p) avg_pool_forward_planes<T, 1>(g, x + p * HW, y + p * OHW);
+      for (int64_t p = p0; p < planes; ++p) body(p, std::integral_constant<int, 1>());
+  });
+}
+
+template <class T>
+void avg_pool_forward(const PoolGeom& g, const T* x, T* y, int threads) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  for_plane_groups(g.N * g.C, threads, [&](int64_t p, auto count) {
+    avg_pool_forward_planes<T, decltype(count)::value>(g, x + p * HW, y + p * OHW);
   });
 }
 
 template <class T>
 void avg_pool_backward(const PoolGeom& g, const T* gy, T* gx, int threads) {
-  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW, planes = g.N * g.C;
-  for_each_plane(ceil_div(planes, kAvgPlanes), threads, [&](int64_t group) {
-    const int64_t p0 = group * kAvgPlanes;
-    if (p0 + kAvgPlanes <= planes)
-      avg_pool_backward_planes<T, kAvgPlanes>(g, gy + p0 * OHW, gx + p0 * HW);
-    else
-      for (int64_t p = p0; p < planes; ++p) avg_pool_backward_planes<T, 1>(g, gy + p * OHW, gx + p * HW);
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  for_plane_groups(g.N * g.C, threads, [&](int64_t p, auto count) {
+    avg_pool_backward_planes<T, decltype(count)::value>(g, gy + p * OHW, gx + p * HW);
   });
 }
 

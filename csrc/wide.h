@@ -49,16 +49,11 @@ static inline int64_t tap_offset(const ConvGeom& g, int64_t Wp, int64_t phase_st
 // load would pass the row's W elements is scalar.
 template <class T>
 static inline int64_t gather_even(const T* row, int64_t W, int64_t shift, int64_t e0, int64_t e1, T* d) {
-  typedef VecOf<T> V;
-  typedef typename IntVec<T>::type M;
   constexpr int L = Vec<T>::kLanes;
-  M even;
-  for (int l = 0; l < L; ++l) even[l] = 2 * l;
   int64_t e = e0;
   for (; e + L <= e1 && 2 * e + shift + 2 * L <= W; e += L) {
     const T* src = row + 2 * e + shift;
-    const V v = __builtin_shuffle(load(src), load(src + L), even);
-    std::memcpy(d + e, &v, sizeof(V));
+    store(d + e, deinterleave_even(load(src), load(src + L)));
   }
   for (; e < e1; ++e) d[e] = row[2 * e + shift];
   return e;

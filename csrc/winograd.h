@@ -1,6 +1,5 @@
 // Shared pieces of the Winograd kernels (winograd_f23.cpp, winograd_f43.cpp): masked vector
-// loads and stores for the ragged ends of tile rows, lane (de)interleaves for the column-phase
-// splits, the weight transforms' task split, and the forward's task size. Compiled per ISA with the kernels.
+// loads and stores for the ragged ends of tile rows, the weight transforms' task split, and the forward's task size. Compiled per ISA with the kernels.
 #pragma once
 #include <immintrin.h>
 
@@ -38,16 +37,6 @@ inline void store_lanes(double* p, VecOf<double> v, int64_t n) {
 #else
   for (int64_t e = 0; e < n; ++e) p[e] = v[e];
 #endif
-}
-
-// The lanes of a and b interleaved: lo = a0 b0 a1 b1 ..., hi = the upper halves'.
-inline void interleave(VecOf<float> a, VecOf<float> b, VecOf<float>& lo, VecOf<float>& hi) {
-  lo = __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
-  hi = __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
-}
-inline void interleave(VecOf<double> a, VecOf<double> b, VecOf<double>& lo, VecOf<double>& hi) {
-  lo = __builtin_shufflevector(a, b, 0, 4, 1, 5);
-  hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
 }
 
 // v[l] = row[base + l] where 0 <= base + l < W, else 0.
@@ -106,15 +95,6 @@ inline void transpose(VecOf<double> (&r)[4]) {
   }
 }
 
-// The even / odd lanes of the 2L lanes a, b.
-inline VecOf<float> deinterleave_even(VecOf<float> a, VecOf<float> b) {
-  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
-}
-inline VecOf<float> deinterleave_odd(VecOf<float> a, VecOf<float> b) {
-  return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
-}
-inline VecOf<double> deinterleave_even(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 0, 2, 4, 6); }
-inline VecOf<double> deinterleave_odd(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 1, 3, 5, 7); }
 
 // Every group's transformed kernels (U, or U^T when transposed), packed per (group, position
 // xi) at packed + (gi * positions + xi) * per_xi; a task per MR-row panel, done by

@@ -41,7 +41,6 @@ namespace FC_ISA {
 
 namespace {
 
-
 struct Tiling {
   int64_t tiles_h, tiles_w;  // 2x2 output tiles per image
   int64_t tiles_w_l;         // tiles_w rounded up to whole vectors

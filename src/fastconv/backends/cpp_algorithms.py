@@ -111,11 +111,16 @@ def _stride_one(g):
     return None if (g.stride_h, g.stride_w) == (1, 1) else f"stride {g.stride_h}x{g.stride_w} is not 1"
 
 
-def _wide_backward_data_accepts(g):
-    why = _stride_one(g)
-    if why is None and (g.pad_h > (g.R - 1) * g.dil_h or g.pad_w > (g.S - 1) * g.dil_w):
+def _padding_within_kernel(g):
+    """Backward-data as a forward of the flipped kernel pads grad_out by the dilated kernel's
+    extent less the padding: that must not be negative."""
+    if g.pad_h > (g.R - 1) * g.dil_h or g.pad_w > (g.S - 1) * g.dil_w:
         return "padding beyond the dilated kernel would make the transposed problem's padding negative"
-    return why
+    return None
+
+
+def _wide_backward_data_accepts(g):
+    return _stride_one(g) or _padding_within_kernel(g)
 
 
 def _dot_wide_accepts(g):
@@ -140,10 +145,7 @@ def _depthwise_accepts(g):
 
 
 def _depthwise_backward_data_accepts(g):
-    why = _depthwise_accepts(g)
-    if why is None and (g.pad_h > (g.R - 1) * g.dil_h or g.pad_w > (g.S - 1) * g.dil_w):
-        return "padding beyond the dilated kernel would make the transposed problem's padding negative"
-    return why
+    return _depthwise_accepts(g) or _padding_within_kernel(g)
 
 
 def _narrow_accepts(g):

@@ -40,6 +40,11 @@ void require_winograd_geometry(const ConvGeom& g) {
     throw py::value_error("the Winograd kernels need a 3x3 kernel at stride 1 and dilation 1");
 }
 
+void require_winograd_s2_geometry(const ConvGeom& g) {
+  if (!(g.R == 4 && g.S == 4 && g.sh == 2 && g.sw == 2 && g.dh == 1 && g.dw == 1))
+    throw py::value_error("winograd_s2 needs a 4x4 kernel at stride 2 and dilation 1");
+}
+
 void require_depthwise(const ConvGeom& g) {
   if (!(g.groups == g.C && g.groups == g.K)) throw py::value_error("depthwise_direct needs groups == C == K");
 }
@@ -107,6 +112,27 @@ void bind_dtype(py::module_& m) {
     require_winograd_geometry(g);
     py::gil_scoped_release release;
     kernels(T()).conv_forward_winograd_f43(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
+  });
+  m.def("conv_forward_winograd_s2", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w,
+                                       std::optional<Arr<T>> bias, Arr<T> y, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    require_winograd_s2_geometry(g);
+    py::gil_scoped_release release;
+    kernels(T()).conv_forward_winograd_s2(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
+  });
+  m.def("conv_backward_data_winograd_s2", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> w,
+                                             std::optional<Arr<T>> bias, Arr<T> gx, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    require_winograd_s2_geometry(g);
+    py::gil_scoped_release release;
+    kernels(T()).conv_backward_data_winograd_s2(g, gy.data(), w.data(), opt_ptr(bias), gx.mutable_data(), threads);
+  });
+  m.def("conv_backward_weight_winograd_s2", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x,
+                                               Arr<T> gw, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    require_winograd_s2_geometry(g);
+    py::gil_scoped_release release;
+    kernels(T()).conv_backward_weight_winograd_s2(g, gy.data(), x.data(), gw.mutable_data(), threads);
   });
   m.def("conv_backward_data", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> w,
                                  std::optional<Arr<T>> bias, Arr<T> gx, int threads) {

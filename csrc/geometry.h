@@ -42,6 +42,10 @@ struct KernelTable {
   void (*conv_backward_data_winograd_f43)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight_winograd_f23)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   void (*conv_backward_weight_winograd_f43)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
+  // Winograd F(2x2, 2x2) over the phases of a 4x4 kernel at stride 2, dilation 1.
+  void (*conv_forward_winograd_s2)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
+  void (*conv_backward_data_winograd_s2)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
+  void (*conv_backward_weight_winograd_s2)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   void (*conv_backward_weight_wide)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   // Conv (stride 1, dilation 1, one group) then 2x2 stride-2 max pool, fused (conv_max_pool.cpp):
   // y is the pooled output, where[n][k][i][j] the winning pixel of window (i, j), dh * 2 + dw.

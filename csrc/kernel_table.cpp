@@ -22,6 +22,9 @@ static KernelTable<T> make_table() {
   t.conv_backward_data_winograd_f43 = conv_backward_data_winograd_f43<T>;
   t.conv_backward_weight_winograd_f23 = conv_backward_weight_winograd_f23<T>;
   t.conv_backward_weight_winograd_f43 = conv_backward_weight_winograd_f43<T>;
+  t.conv_forward_winograd_s2 = conv_forward_winograd_s2<T>;
+  t.conv_backward_data_winograd_s2 = conv_backward_data_winograd_s2<T>;
+  t.conv_backward_weight_winograd_s2 = conv_backward_weight_winograd_s2<T>;
   t.conv_backward_weight_wide = conv_backward_weight_wide<T>;
   t.conv_max_pool_forward = conv_max_pool_forward<T>;
   t.conv_max_pool_backward_weight = conv_max_pool_backward_weight<T>;

@@ -1,9 +1,10 @@
-// Shared pieces of the Winograd kernels (winograd_f23.cpp, winograd_f43.cpp): masked vector
+// Shared pieces of the Winograd kernels (winograd_f23.cpp, winograd_f43.cpp, winograd_s2.cpp): masked vector
 // loads and stores for the ragged ends of tile rows, the weight transforms' task split, and the forward's task size. Compiled per ISA with the kernels.
 #pragma once
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "gather.h"
 #include "gemm_microkernel.h"
@@ -98,15 +99,17 @@ inline void transpose(VecOf<double> (&r)[4]) {
 
 // Every group's transformed kernels (U, or U^T when transposed), packed per (group, position
 // xi) at packed + (gi * positions + xi) * per_xi; a task per MR-row panel, done by
-// panel(group's w, Kg, Cg, first row, transposed, group's packed, per_xi).
+// panel(group's w, Kg, Cg, first row, transposed, group's packed, per_xi). `phases`: the packed
+// columns (or, transposed, rows) per input channel.
 template <class T, class Panel>
 void transform_weights(const ConvGeom& g, const T* w, bool transposed, T* packed, int64_t per_xi, int positions,
-                       int threads, Panel panel) {
+                       int threads, Panel panel, int64_t phases = 1) {
   constexpr int64_t MR = MicroTile<T>::MR;
-  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, panels = ceil_div(transposed ? Cg : Kg, MR);
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, panels = ceil_div(transposed ? phases * Cg : Kg, MR);
   parallel_tasks(g.groups * panels, threads, [&](int64_t task) {
     const int64_t gi = task / panels;
-    panel(w + gi * Kg * Cg * 9, Kg, Cg, (task % panels) * MR, transposed, packed + gi * positions * per_xi, per_xi);
+    panel(w + gi * Kg * Cg * g.R * g.S, Kg, Cg, (task % panels) * MR, transposed, packed + gi * positions * per_xi,
+          per_xi);
   });
 }
 
@@ -187,6 +190,210 @@ void sum_chunk_partials(T* partials, int64_t groups, int64_t chunks, int64_t msi
     }
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tile rows of 6x6 input tiles at stride 4 (rows 4 th - ph + i, columns 4 tw - pw + j, i, j < 6):
+// F(4x4, 3x3) (winograd_f43.cpp) and F(2x2, 2x2) over a stride-2 4x4 kernel's phases
+// (winograd_s2.cpp) read the same tiles. A tile's column j is phase j mod 4, offset j / 4 of
+// its row split into four column phases, so column j of consecutive tiles is one contiguous load
+// -- if each tile row carries one phantom tile, whose lanes a permute drops before the
+// transform is stored.
+
+// row[lo .. lo + L - 1], zero outside 0 .. W - 1. Masked loads are slow: only for a vector that
+// straddles an end of the row.
+template <class T>
+inline VecOf<T> row_vector(const T* row, int64_t lo, int64_t W) {
+  constexpr int L = Vec<T>::kLanes;
+  if (lo + L <= 0 || lo >= W) return VecOf<T>{};
+  if (lo >= 0 && lo + L <= W) return load(row + lo);
+  VecOf<T> v;
+  masked_row_load(row, lo, W, v);
+  return v;
+}
+
+// out[p * stride + u] = row[4u + p - pw] for the four phases p and u < n (rounded up to whole
+// vectors: the lanes past n are written too), zero outside the row.
+template <class T>
+void split_row_phases(const T* row, int64_t W, int64_t pw, int64_t n, int64_t stride, T* out) {
+  constexpr int L = Vec<T>::kLanes;
+  if (W < L) {  // rows shorter than a vector (MNIST's 5): zero vectors, then one move per element
+    for (int p = 0; p < 4; ++p)
+      for (int64_t u = 0; u < n; u += L) store(out + p * stride + u, VecOf<T>{});
+    for (int64_t iw = max64(0, -pw); iw < W && (iw + pw) / 4 < round_up(n, L); ++iw)
+      out[(iw + pw) % 4 * stride + (iw + pw) / 4] = row[iw];
+    return;
+  }
+  for (int64_t u = 0; u < n; u += L) {
+    const int64_t base = 4 * u - pw;
+    VecOf<T> v[4];
+    for (int e = 0; e < 4; ++e) v[e] = row_vector(row, base + e * L, W);
+    const VecOf<T> a = v[0], b = v[1], c = v[2], d = v[3];
+    const VecOf<T> e1 = deinterleave_even(a, b), o1 = deinterleave_odd(a, b);
+    const VecOf<T> e2 = deinterleave_even(c, d), o2 = deinterleave_odd(c, d);
+    store(out + u, deinterleave_even(e1, e2));
+    store(out + stride + u, deinterleave_even(o1, o2));
+    store(out + 2 * stride + u, deinterleave_odd(e1, e2));
+    store(out + 3 * stride + u, deinterleave_odd(o1, o2));
+  }
+}
+
+// v's lanes picked by idx (lane l of the result = v[idx[l]]).
+inline VecOf<float> permute(VecOf<float> v, const int32_t* idx) {
+#ifdef __AVX2__
+  return reinterpret_cast<VecOf<float>>(_mm256_permutevar8x32_ps(
+      reinterpret_cast<__m256>(v), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx))));
+#else
+  VecOf<float> r;
+  for (int l = 0; l < 8; ++l) r[l] = v[idx[l]];
+  return r;
+#endif
+}
+inline VecOf<double> permute(VecOf<double> v, const int32_t* idx) {
+  VecOf<double> r;
+  for (int l = 0; l < 4; ++l) r[l] = v[idx[l]];
+  return r;
+}
+
+// The lanes of a, b, c, d interleaved four ways: out[0] = a0 b0 c0 d0 a1 b1 c1 d1, ... (the
+// inverse of the phase split: tile t's four output columns side by side).
+inline void interleave4(VecOf<float> a, VecOf<float> b, VecOf<float> c, VecOf<float> d, VecOf<float> (&out)[4]) {
+  VecOf<float> ab_lo, ab_hi, cd_lo, cd_hi;
+  interleave(a, b, ab_lo, ab_hi);
+  interleave(c, d, cd_lo, cd_hi);
+  out[0] = __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 8, 9, 2, 3, 10, 11);
+  out[1] = __builtin_shufflevector(ab_lo, cd_lo, 4, 5, 12, 13, 6, 7, 14, 15);
+  out[2] = __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 8, 9, 2, 3, 10, 11);
+  out[3] = __builtin_shufflevector(ab_hi, cd_hi, 4, 5, 12, 13, 6, 7, 14, 15);
+}
+inline void interleave4(VecOf<double> a, VecOf<double> b, VecOf<double> c, VecOf<double> d,
+                        VecOf<double> (&out)[4]) {
+  VecOf<double> ab_lo, ab_hi, cd_lo, cd_hi;
+  interleave(a, b, ab_lo, ab_hi);
+  interleave(c, d, cd_lo, cd_hi);
+  out[0] = __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 4, 5);
+  out[1] = __builtin_shufflevector(ab_lo, cd_lo, 2, 3, 6, 7);
+  out[2] = __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 4, 5);
+  out[3] = __builtin_shufflevector(ab_hi, cd_hi, 2, 3, 6, 7);
+}
+
+// Where the input transform's vector of padded tiles q0 .. q0 + L - 1 goes: its real tiles'
+// lanes, in order (then anything), and the compact index of the first. The way back (the
+// adjoint): padded lane l is compact lane spread[l] of the `real` loaded from dst, a phantom
+// lane is lane `real` (zeroed: a phantom vector is all real, real = L, never has one).
+struct Compaction {
+  int32_t keep[8], spread[8], real;
+  int64_t dst;
+};
+
+// Where a compact tile's output goes (relative to its channel's plane), and how much of it.
+struct TileOut {
+  int64_t offset;
+  int32_t rows, cols;
+};
+
+// The tile rows [r0, r1) of one group, numbered compactly (t = (r - r0) * tiles_w + tw) for the
+// GEMMs and with one phantom tile per row (q = (r - r0) * (tiles_w + 1) + tw) for the
+// transforms; tiles_h x tiles_w tiles per image, `side` x `side` outputs each.
+template <class T>
+struct TileRows {
+  static constexpr int L = Vec<T>::kLanes;
+  const ConvGeom& g;
+  int64_t gi, r0, r1, side, tiles_h, tiles_w, padded_w;
+  int64_t nt, nq, nvec, ld, stride;  // ld: of the GEMMs' rows; stride: of the split phases
+
+  TileRows(const ConvGeom& geom, int64_t group, int64_t row0, int64_t row1, int64_t tile_side)
+      : g(geom), gi(group), r0(row0), r1(row1), side(tile_side), tiles_h(ceil_div(g.OH, side)),
+        tiles_w(ceil_div(g.OW, side)), padded_w(tiles_w + 1) {
+    nt = (r1 - r0) * tiles_w;
+    nq = (r1 - r0) * padded_w;
+    nvec = ceil_div(nq, L);
+    ld = round_up(nt + L, MicroTile<T>::NR);  // slack for the last vector's extra lanes
+    stride = round_up(nq + 2 * L, L);
+  }
+  int64_t plan_bytes() const { return sizeof(Compaction) * nvec; }
+  int64_t outs_bytes() const { return sizeof(TileOut) * nt; }
+  int64_t split_bytes() const { return sizeof(T) * 24 * stride; }
+
+  // The input transform's compaction plan (plan_bytes) for each vector of padded tiles.
+  void make_plan(Compaction* plan) const {
+    for (int64_t vi = 0; vi < nvec; ++vi) {
+      int n = 0;
+      plan[vi].dst = -1;
+      for (int l = 0; l < L; ++l) {
+        const int64_t q = vi * L + l;
+        plan[vi].spread[l] = -1;
+        if (q < nq && q % padded_w < tiles_w) {
+          if (plan[vi].dst < 0) plan[vi].dst = q / padded_w * tiles_w + q % padded_w;
+          plan[vi].spread[l] = n;
+          plan[vi].keep[n++] = l;
+        }
+      }
+      for (int l = 0; l < 8; ++l) {
+        if (l >= n) plan[vi].keep[l] = 0;
+        if (l >= L || plan[vi].spread[l] < 0) plan[vi].spread[l] = l < L ? n : 0;
+      }
+      plan[vi].real = n;
+      if (plan[vi].dst < 0) plan[vi].dst = nt;  // nothing real: into the slack
+    }
+  }
+
+  // Where each compact tile's output goes (relative to its channel's plane) and how much of it.
+  void make_outs(TileOut* outs) const {
+    const int64_t P = g.OH * g.OW;
+    for (int64_t t = 0; t < nt; ++t) {
+      const int64_t r = r0 + t / tiles_w, n = r / tiles_h, th = r % tiles_h, tw = t % tiles_w;
+      outs[t] = {(n * g.K + gi * (g.K / g.groups)) * P + side * (th * g.OW + tw),
+                 static_cast<int32_t>(min64(side, g.OH - side * th)), static_cast<int32_t>(min64(side, g.OW - side * tw))};
+    }
+  }
+
+  // The first `rows` rows of every tile row's input tiles, taken from channel `ch` of planes
+  // H x W (`channels` per image; tile row th starts at row 4 th - ph, column -pw), split into
+  // column phases: row i, phase p of tile row r at split + (4 i + p) * stride + (r - r0) * padded_w.
+  void split_tile_rows(const T* planes, int64_t channels, int64_t ch, int64_t H, int64_t W, int64_t ph, int64_t pw,
+                       int rows, T* split) const {
+    // Lanes read past the last tile row: zero, so no garbage (a slow denormal) enters the sums.
+    for (int s = 0; s < 4 * rows; ++s)
+      for (int64_t q = nq; q < stride; ++q) split[s * stride + q] = T(0);
+    for (int64_t r = r0; r < r1; ++r) {  // in order: a row's whole-vector overrun is rewritten by the next
+      const int64_t n = r / tiles_h, th = r % tiles_h, q = (r - r0) * padded_w;
+      const T* plane = planes + (n * channels + ch) * H * W;
+      for (int i = 0; i < rows; ++i) {
+        const int64_t ih = 4 * th + i - ph;
+        T* out = split + 4 * i * stride + q;
+        if (ih >= 0 && ih < H)
+          split_row_phases(plane + ih * W, W, pw, padded_w, stride, out);
+        else
+          for (int p = 0; p < 4; ++p) std::memset(out + p * stride, 0, sizeof(T) * padded_w);
+      }
+    }
+  }
+
+  // The adjoint: grad_x for input channel c of image n (whose tile rows the block holds, all of
+  // them) from `acc`, plus b. Input row y = ih + ph is row y mod 4 of tile row y / 4 and, when
+  // y mod 4 < 2, row y mod 4 + 4 of the tile row above: added in tile-row order. `row`: scratch
+  // of 4 round_up(padded_w, L) elements.
+  void merge_image(const T* acc, int64_t n, int64_t c, T b, T* gx, T* row) const {
+    typedef VecOf<T> V;
+    const int64_t rr = n * tiles_h - r0;  // the image's first tile row in the block
+    T* out = gx + (n * g.C + gi * (g.C / g.groups) + c) * g.H * g.W;
+    for (int64_t ih = 0; ih < g.H; ++ih) {
+      const int64_t y = ih + g.ph, th = y / 4, i = y % 4;
+      const T* own = th < tiles_h ? acc + 4 * i * stride + (rr + th) * padded_w : nullptr;
+      const T* above = i < 2 && th > 0 && th - 1 < tiles_h ? acc + 4 * (i + 4) * stride + (rr + th - 1) * padded_w : nullptr;
+      for (int64_t u = 0; u < padded_w; u += L) {
+        V p[4], o[4];
+        for (int e = 0; e < 4; ++e) {
+          p[e] = above ? load(above + e * stride + u) : V{};
+          if (own) p[e] = above ? p[e] + load(own + e * stride + u) : load(own + e * stride + u);
+        }
+        interleave4(p[0], p[1], p[2], p[3], o);
+        for (int e = 0; e < 4; ++e) store(row + 4 * u + e * L, o[e]);
+      }
+      for (int64_t iw = 0; iw < g.W; ++iw) out[ih * g.W + iw] = row[iw + g.pw] + b;
+    }
+  }
+};
 
 }  // namespace FC_ISA
 }  // namespace fastconv

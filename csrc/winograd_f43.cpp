@@ -37,79 +37,6 @@ namespace {
 
 constexpr int kTile = 6, kXi = 36;  // input tile side, transform positions
 
-// out[p * stride + u] = row[4u + p - pw] for the four phases p and u < n (rounded up to whole
-// vectors: the lanes past n are written too), zero outside the row.
-template <class T>
-void split_row_phases(const T* row, int64_t W, int64_t pw, int64_t n, int64_t stride, T* out) {
-  constexpr int L = Vec<T>::kLanes;
-  if (W < L) {  // rows shorter than a vector (MNIST's 5): zero vectors, then one move per element
-    for (int p = 0; p < 4; ++p)
-      for (int64_t u = 0; u < n; u += L) store(out + p * stride + u, VecOf<T>{});
-    for (int64_t iw = max64(0, -pw); iw < W && (iw + pw) / 4 < round_up(n, L); ++iw)
-      out[(iw + pw) % 4 * stride + (iw + pw) / 4] = row[iw];
-    return;
-  }
-  for (int64_t u = 0; u < n; u += L) {
-    const int64_t base = 4 * u - pw;
-    VecOf<T> v[4];
-    for (int e = 0; e < 4; ++e) {  // masked loads are slow: none for a vector wholly outside the row
-      const int64_t lo = base + e * L;
-      if (lo + L <= 0 || lo >= W)
-        v[e] = VecOf<T>{};
-      else if (lo >= 0 && lo + L <= W)
-        v[e] = load(row + lo);
-      else
-        masked_row_load(row, lo, W, v[e]);
-    }
-    const VecOf<T> a = v[0], b = v[1], c = v[2], d = v[3];
-    const VecOf<T> e1 = deinterleave_even(a, b), o1 = deinterleave_odd(a, b);
-    const VecOf<T> e2 = deinterleave_even(c, d), o2 = deinterleave_odd(c, d);
-    store(out + u, deinterleave_even(e1, e2));
-    store(out + stride + u, deinterleave_even(o1, o2));
-    store(out + 2 * stride + u, deinterleave_odd(e1, e2));
-    store(out + 3 * stride + u, deinterleave_odd(o1, o2));
-  }
-}
-
-// v's lanes picked by idx (lane l of the result = v[idx[l]]).
-inline VecOf<float> permute(VecOf<float> v, const int32_t* idx) {
-#ifdef __AVX2__
-  return reinterpret_cast<VecOf<float>>(_mm256_permutevar8x32_ps(
-      reinterpret_cast<__m256>(v), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx))));
-#else
-  VecOf<float> r;
-  for (int l = 0; l < 8; ++l) r[l] = v[idx[l]];
-  return r;
-#endif
-}
-inline VecOf<double> permute(VecOf<double> v, const int32_t* idx) {
-  VecOf<double> r;
-  for (int l = 0; l < 4; ++l) r[l] = v[idx[l]];
-  return r;
-}
-
-// The lanes of a, b, c, d interleaved four ways: out[0] = a0 b0 c0 d0 a1 b1 c1 d1, ... (the
-// inverse of the phase split: tile t's four output columns side by side).
-inline void interleave4(VecOf<float> a, VecOf<float> b, VecOf<float> c, VecOf<float> d, VecOf<float> (&out)[4]) {
-  VecOf<float> ab_lo, ab_hi, cd_lo, cd_hi;
-  interleave(a, b, ab_lo, ab_hi);
-  interleave(c, d, cd_lo, cd_hi);
-  out[0] = __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 8, 9, 2, 3, 10, 11);
-  out[1] = __builtin_shufflevector(ab_lo, cd_lo, 4, 5, 12, 13, 6, 7, 14, 15);
-  out[2] = __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 8, 9, 2, 3, 10, 11);
-  out[3] = __builtin_shufflevector(ab_hi, cd_hi, 4, 5, 12, 13, 6, 7, 14, 15);
-}
-inline void interleave4(VecOf<double> a, VecOf<double> b, VecOf<double> c, VecOf<double> d,
-                        VecOf<double> (&out)[4]) {
-  VecOf<double> ab_lo, ab_hi, cd_lo, cd_hi;
-  interleave(a, b, ab_lo, ab_hi);
-  interleave(c, d, cd_lo, cd_hi);
-  out[0] = __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 4, 5);
-  out[1] = __builtin_shufflevector(ab_lo, cd_lo, 2, 3, 6, 7);
-  out[2] = __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 4, 5);
-  out[3] = __builtin_shufflevector(ab_hi, cd_hi, 2, 3, 6, 7);
-}
-
 // r = B^T d for one column of six values. B^T rows: (4,0,-5,0,1,0), (0,-4,-4,1,1,0),
 // (0,4,-4,-1,1,0), (0,-2,-1,2,1,0), (0,2,-1,-2,1,0), (0,4,0,-5,0,1).
 template <class T, class V = VecOf<T>>
@@ -245,77 +172,32 @@ void weight_transform_panel(const T* w, int64_t Kg, int64_t Cg, int64_t r0, bool
   }
 }
 
-// Where the input transform's vector of padded tiles q0 .. q0 + L - 1 goes: its real tiles'
-// lanes, in order (then anything), and the compact index of the first. The way back (the
-// adjoint): padded lane l is compact lane spread[l] of the `real` loaded from dst, a phantom
-// lane is lane `real` (zeroed: a phantom vector is all real, real = L, never has one).
-struct Compaction {
-  int32_t keep[8], spread[8], real;
-  int64_t dst;
-};
-
-// Where a compact tile's output goes (relative to its channel's plane), and how much of it.
-struct TileOut {
-  int64_t offset;
-  int32_t rows, cols;
-};
-
-// The tile rows [r0, r1) of one group, numbered compactly (t = (r - r0) * tiles_w + tw) for the
-// GEMMs and with one phantom tile per row (q = (r - r0) * (tiles_w + 1) + tw) for the input
-// transform, so that each input column it reads for L tiles is one load from the split phases;
-// and the buffers: V[xi][c][t], M[xi][k][t] (planes vs / ms apart, rows ld apart).
+// A block of tile rows (TileRows) and its buffers: V[xi][c][t], M[xi][k][t] (planes vs / ms
+// apart, rows ld apart).
 template <class T>
-struct Block {
-  static constexpr int L = Vec<T>::kLanes;
-  const ConvGeom& g;
-  int64_t gi, r0, r1, tiles_h, tiles_w, padded_w;
-  int64_t nt, nq, nvec, ld, vs, ms, stride;  // stride: of the split phases
+struct Block : TileRows<T> {
+  using Base = TileRows<T>;
+  using Base::L, Base::g, Base::gi, Base::tiles_h, Base::tiles_w, Base::padded_w, Base::nt, Base::nvec, Base::ld,
+      Base::stride, Base::split_tile_rows, Base::split_bytes, Base::r0, Base::r1;
+  int64_t vs, ms;
   T* v = nullptr;                // place_input
   Compaction* plan = nullptr;
   T* m = nullptr;                // place_output (forward only)
   TileOut* outs = nullptr;
 
-  Block(const ConvGeom& geom, int64_t group, int64_t row0, int64_t row1)
-      : g(geom), gi(group), r0(row0), r1(row1), tiles_h(ceil_div(g.OH, 4)), tiles_w(ceil_div(g.OW, 4)),
-        padded_w(tiles_w + 1) {
-    nt = (r1 - r0) * tiles_w;
-    nq = (r1 - r0) * padded_w;
-    nvec = ceil_div(nq, L);
-    ld = round_up(nt + L, MicroTile<T>::NR);  // slack for the last vector's extra lanes
+  Block(const ConvGeom& geom, int64_t group, int64_t row0, int64_t row1) : Base(geom, group, row0, row1, 4) {
     // The planes a cache line off a multiple of 4 KiB apart (see winograd_f23.cpp).
     vs = g.C / g.groups * ld + kSkew<T>;
     ms = g.K / g.groups * ld + kSkew<T>;
-    stride = round_up(nq + 2 * L, L);
   }
   int64_t v_bytes() const { return sizeof(T) * kXi * vs; }
   int64_t m_bytes() const { return sizeof(T) * kXi * ms; }
-  int64_t plan_bytes() const { return sizeof(Compaction) * nvec; }
-  int64_t outs_bytes() const { return sizeof(TileOut) * nt; }
-  int64_t split_bytes() const { return sizeof(T) * 24 * stride; }
 
   // V at `buffer` (v_bytes) and the input transform's compaction plan at `plans` (plan_bytes).
   void place_input(T* buffer, Compaction* plans) {
     v = buffer;
     plan = plans;
-    for (int64_t vi = 0; vi < nvec; ++vi) {
-      int n = 0;
-      plan[vi].dst = -1;
-      for (int l = 0; l < L; ++l) {
-        const int64_t q = vi * L + l;
-        plan[vi].spread[l] = -1;
-        if (q < nq && q % padded_w < tiles_w) {
-          if (plan[vi].dst < 0) plan[vi].dst = q / padded_w * tiles_w + q % padded_w;
-          plan[vi].spread[l] = n;
-          plan[vi].keep[n++] = l;
-        }
-      }
-      for (int l = 0; l < 8; ++l) {
-        if (l >= n) plan[vi].keep[l] = 0;
-        if (l >= L || plan[vi].spread[l] < 0) plan[vi].spread[l] = l < L ? n : 0;
-      }
-      plan[vi].real = n;
-      if (plan[vi].dst < 0) plan[vi].dst = nt;  // nothing real: into the slack
-    }
+    this->make_plan(plan);
   }
 
   // M at `buffer` (m_bytes) and the output transform's per-tile table at `table` (outs_bytes;
@@ -323,35 +205,7 @@ struct Block {
   void place_output(T* buffer, TileOut* table) {
     m = buffer;
     outs = table;
-    if (!table) return;
-    const int64_t P = g.OH * g.OW;
-    for (int64_t t = 0; t < nt; ++t) {
-      const int64_t r = r0 + t / tiles_w, n = r / tiles_h, th = r % tiles_h, tw = t % tiles_w;
-      outs[t] = {(n * g.K + gi * (g.K / g.groups)) * P + 4 * th * g.OW + 4 * tw,
-                 static_cast<int32_t>(min64(4, g.OH - 4 * th)), static_cast<int32_t>(min64(4, g.OW - 4 * tw))};
-    }
-  }
-
-  // The first `rows` rows of every tile row's input tiles, taken from channel `ch` of planes
-  // H x W (`channels` per image; tile row th starts at row 4 th - ph, column -pw), split into
-  // column phases: row i, phase p of tile row r at split + (4 i + p) * stride + (r - r0) * padded_w.
-  void split_tile_rows(const T* planes, int64_t channels, int64_t ch, int64_t H, int64_t W, int64_t ph, int64_t pw,
-                       int rows, T* split) const {
-    // Lanes read past the last tile row: zero, so no garbage (a slow denormal) enters the sums.
-    for (int s = 0; s < 4 * rows; ++s)
-      for (int64_t q = nq; q < stride; ++q) split[s * stride + q] = T(0);
-    for (int64_t r = r0; r < r1; ++r) {  // in order: a row's whole-vector overrun is rewritten by the next
-      const int64_t n = r / tiles_h, th = r % tiles_h, q = (r - r0) * padded_w;
-      const T* plane = planes + (n * channels + ch) * H * W;
-      for (int i = 0; i < rows; ++i) {
-        const int64_t ih = 4 * th + i - ph;
-        T* out = split + 4 * i * stride + q;
-        if (ih >= 0 && ih < H)
-          split_row_phases(plane + ih * W, W, pw, padded_w, stride, out);
-        else
-          for (int p = 0; p < 4; ++p) std::memset(out + p * stride, 0, sizeof(T) * padded_w);
-      }
-    }
+    if (table) this->make_outs(table);
   }
 
   // V's rows for channel c (of the group), with `split` (split_bytes) as scratch.
@@ -398,31 +252,6 @@ struct Block {
           store(a, load(a) + r[j]);
         }
       }
-    }
-  }
-
-  // The adjoint: grad_x for input channel c of image n (whose tile rows the block holds, all of
-  // them) from `acc`, plus b. Input row y = ih + ph is row y mod 4 of tile row y / 4 and, when
-  // y mod 4 < 2, row y mod 4 + 4 of the tile row above: added in tile-row order. `row`: scratch
-  // of 4 round_up(padded_w, L) elements.
-  void merge_image(const T* acc, int64_t n, int64_t c, T b, T* gx, T* row) const {
-    typedef VecOf<T> V;
-    const int64_t rr = n * tiles_h - r0;  // the image's first tile row in the block
-    T* out = gx + (n * g.C + gi * (g.C / g.groups) + c) * g.H * g.W;
-    for (int64_t ih = 0; ih < g.H; ++ih) {
-      const int64_t y = ih + g.ph, th = y / 4, i = y % 4;
-      const T* own = th < tiles_h ? acc + 4 * i * stride + (rr + th) * padded_w : nullptr;
-      const T* above = i < 2 && th > 0 ? acc + 4 * (i + 4) * stride + (rr + th - 1) * padded_w : nullptr;
-      for (int64_t u = 0; u < padded_w; u += L) {
-        V p[4], o[4];
-        for (int e = 0; e < 4; ++e) {
-          p[e] = above ? load(above + e * stride + u) : V{};
-          if (own) p[e] = above ? p[e] + load(own + e * stride + u) : load(own + e * stride + u);
-        }
-        interleave4(p[0], p[1], p[2], p[3], o);
-        for (int e = 0; e < 4; ++e) store(row + 4 * u + e * L, o[e]);
-      }
-      for (int64_t iw = 0; iw < g.W; ++iw) out[ih * g.W + iw] = row[iw + g.pw] + b;
     }
   }
 

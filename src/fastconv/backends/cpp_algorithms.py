@@ -32,7 +32,7 @@ from .._params import ConvGeometry
 
 # Part of the autotune cache key: raised when a kernel changes enough that choices made
 # before should be timed again.
-TUNING_REVISION = 5
+TUNING_REVISION = 6
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,36 @@ def _winograd_f43_backward_data_accepts(g):
     return _winograd_backward_data_accepts(g, m=4)
 
 
+def _winograd_s2_bytes(g, tile_rows):
+    """Bytes of winograd_s2's 9 transformed planes (4 C/groups rows in, K/groups out) of
+    `tile_rows` rows of 2x2 output tiles."""
+    return 9 * (4 * (g.C // g.groups) + g.K // g.groups) * tile_rows * -(-g.out_w // 2) * 8
+
+
+def _winograd_s2_accepts(g):
+    cg, kg = g.C // g.groups, g.K // g.groups
+    if cg < 8 or kg < 8:
+        return f"{cg} in / {kg} out channels per group (the Winograd algorithms want 8 or more)"
+    if (g.R, g.S) != (4, 4):
+        return f"kernel {g.R}x{g.S} is not 4x4"
+    if (g.stride_h, g.stride_w) != (2, 2):
+        return f"stride {g.stride_h}x{g.stride_w} is not 2"
+    if (g.dil_h, g.dil_w) != (1, 1):
+        return "dilation is not 1"
+    if _winograd_s2_bytes(g, 1) > _WINOGRAD_ROW_BYTES:
+        return f"one row of tiles would take {_winograd_s2_bytes(g, 1) >> 20} MiB of transforms"
+    return None
+
+
+def _winograd_s2_adjoint_accepts(g):
+    why = _winograd_s2_accepts(g)
+    image_bytes = _winograd_s2_bytes(g, -(-g.out_h // 2))
+    if why is None and image_bytes > _WINOGRAD_IMAGE_BYTES:
+        return (f"one image would take {image_bytes >> 20} MiB of transforms "
+                f"(winograd_s2 backward-data works on whole images)")
+    return why
+
+
 def _stride_one(g):
     return None if (g.stride_h, g.stride_w) == (1, 1) else f"stride {g.stride_h}x{g.stride_w} is not 1"
 
@@ -178,6 +208,8 @@ def make_tables(C, geom):
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_f23(geom(g), x, w, b, y, t)),
         Algorithm("winograd_f43", _winograd_f43_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_f43(geom(g), x, w, b, y, t)),
+        Algorithm("winograd_s2", _winograd_s2_accepts,
+                  lambda x, w, b, y, g, t: C.conv_forward_winograd_s2(geom(g), x, w, b, y, t)),
         Algorithm("implicit_gemm_wide", _always,
                   lambda x, w, b, y, g, t: C.conv_forward_wide(geom(g), x, w, b, y, t)),
         Algorithm("implicit_gemm", _always,
@@ -194,6 +226,8 @@ def make_tables(C, geom):
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
         Algorithm("winograd_f43_adjoint", _winograd_f43_adjoint_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_backward_data_winograd_f43(geom(g), gy, w, b, gx, t)),
+        Algorithm("winograd_s2", _winograd_s2_adjoint_accepts,
+                  lambda gy, w, b, gx, g, t: C.conv_backward_data_winograd_s2(geom(g), gy, w, b, gx, t)),
         Algorithm("depthwise_direct", _depthwise_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_backward_data_depthwise(geom(g), gy, w, b, gx, t)),
         Algorithm("implicit_gemm_wide", _wide_backward_data_accepts,
@@ -213,6 +247,8 @@ def make_tables(C, geom):
                   lambda gy, x, gw, g, t: C.conv_backward_weight_winograd_f23(geom(g), gy, x, gw, t)),
         Algorithm("winograd_f43", _winograd_f43_accepts,
                   lambda gy, x, gw, g, t: C.conv_backward_weight_winograd_f43(geom(g), gy, x, gw, t)),
+        Algorithm("winograd_s2", _winograd_s2_accepts,
+                  lambda gy, x, gw, g, t: C.conv_backward_weight_winograd_s2(geom(g), gy, x, gw, t)),
         Algorithm("dot_wide", _dot_wide_accepts,
                   lambda gy, x, gw, g, t: C.conv_backward_weight_wide(geom(g), gy, x, gw, t)),
         Algorithm("implicit_gemm", _always,

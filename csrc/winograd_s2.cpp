@@ -328,9 +328,11 @@ void weight_output(const ConvGeom& g, const T* msum, int64_t gi, int64_t k0, T* 
         store(out[(r0 + 2 * r) * 4 + s0 + 2], row[1] + row[2]);
       }
     }
-    for (int64_t l = 0; l < nk; ++l) {
-      T* dst = gw + ((gi * Kg + k0 + l) * Cg + c) * 16;
-      for (int e = 0; e < 16; ++e) dst[e] = out[e][l];
+    for (int e0 = 0; e0 < 16; e0 += L) {  // L x L blocks of out transposed: lane l's taps e0 .. e0 + L - 1
+      V r[L];
+      for (int j = 0; j < L; ++j) r[j] = load(out[e0 + j]);
+      transpose(r);
+      for (int64_t l = 0; l < nk; ++l) store(gw + ((gi * Kg + k0 + l) * Cg + c) * 16 + e0, r[l]);
     }
   }
 }

@@ -99,6 +99,13 @@ void bind_dtype(py::module_& m) {
     py::gil_scoped_release release;
     kernels(T()).conv_backward_weight_depthwise(g, gy.data(), x.data(), gw.mutable_data(), threads);
   });
+  m.def("conv_forward_nhwc", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w, std::optional<Arr<T>> bias,
+                                Arr<T> y, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    if (g.groups != 1) throw py::value_error("gemm_nhwc needs groups == 1");
+    py::gil_scoped_release release;
+    kernels(T()).conv_forward_nhwc(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
+  });
   m.def("conv_forward_winograd_f23", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w,
                                         std::optional<Arr<T>> bias, Arr<T> y, int threads) {
     const ConvGeom g = conv_geom(geom);

@@ -82,9 +82,28 @@ struct MicroTile {
 // MR rows x NV vectors; MR * NV <= 12 accumulators. The default 6 x 2 suits every m >= 6;
 // problems with m < 6 rows (a conv producing 1-3 channels) use 1 x 12, 2 x 6 or 3 x 4 so
 // the 12 accumulators are not mostly padding.
+//
+// The A operand is read through an accessor: a packed panel (PackedPanel, the usual case) or MR
+// row pointers (RowPointers: rows that are already contiguous, as channel-last pixels are).
+template <class T, int MR>
+struct PackedPanel {
+  const T* __restrict a;  // [kd][MR]
+  T at(int64_t p, int i) const { return a[p * MR + i]; }
+};
+
+template <class T, int MR>
+struct RowPointers {
+  const T* rows[MR];  // row i's element p at rows[i][p]
+  T at(int64_t p, int i) const { return rows[i][p]; }
+};
+
 template <class T, int MR, int NV>
 static inline void microkernel(int64_t kd, const T* __restrict a_panel, const T* __restrict B, int64_t ldb,
-                               T* __restrict C, int64_t ldc, int m_valid, int n_valid, bool accumulate) {
+                               T* __restrict C, int64_t ldc, int m_valid, int n_valid, bool accumulate);
+
+template <class T, int MR, int NV, class A>
+static inline void microkernel_with(int64_t kd, const A a, const T* __restrict B, int64_t ldb, T* __restrict C,
+                                    int64_t ldc, int m_valid, int n_valid, bool accumulate) {
   typedef typename Vec<T>::type V;
   constexpr int L = Vec<T>::kLanes;
   V acc[MR][NV];
@@ -96,11 +115,12 @@ static inline void microkernel(int64_t kd, const T* __restrict a_panel, const T*
     V b[NV];
 #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) std::memcpy(&b[v], B + p * ldb + v * L, sizeof(V));
-    const T* a = a_panel + p * MR;
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < MR; ++i) {
+      const T ai = a.at(p, i);
 #pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) acc[i][v] += b[v] * a[i];  // vector * scalar: a broadcast
+      for (int v = 0; v < NV; ++v) acc[i][v] += b[v] * ai;  // vector * scalar: a broadcast
+    }
   }
   if (m_valid == MR && n_valid == NV * L) {
 #pragma GCC unroll 16
@@ -123,6 +143,12 @@ static inline void microkernel(int64_t kd, const T* __restrict a_panel, const T*
       for (int j = 0; j < n_valid; ++j) c[j] = accumulate ? c[j] + lanes[j] : lanes[j];
     }
   }
+}
+
+template <class T, int MR, int NV>
+static inline void microkernel(int64_t kd, const T* __restrict a_panel, const T* __restrict B, int64_t ldb,
+                               T* __restrict C, int64_t ldc, int m_valid, int n_valid, bool accumulate) {
+  microkernel_with<T, MR, NV>(kd, PackedPanel<T, MR>{a_panel}, B, ldb, C, ldc, m_valid, n_valid, accumulate);
 }
 
 // The reduction block: kd cut into equal blocks of at most 320 (a 3x3 conv over 32 channels,

@@ -24,6 +24,8 @@ struct KernelTable {
   void (*conv_forward)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
   // A GEMM over wide output rows (conv_wide.cpp).
   void (*conv_forward_wide)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
+  // One group only: a GEMM over channel-last pixels (conv_nhwc.cpp).
+  void (*conv_forward_nhwc)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
   // Depthwise (groups = C = K) only, direct (conv_depthwise.cpp).
   void (*conv_forward_depthwise)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
   void (*conv_backward_data_depthwise)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);

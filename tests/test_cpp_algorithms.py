@@ -106,7 +106,8 @@ def test_explain_says_why_an_algorithm_declines():
     reasons = dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], g))
     assert reasons == {"depthwise_direct": "not depthwise (groups 1, 8 in / 8 out channels)",
                        "winograd_f23": "stride is not 1", "winograd_f43": "stride is not 1",
-                       "winograd_s2": "kernel 3x3 is not 4x4", "implicit_gemm_wide": None, "implicit_gemm": None}
+                       "winograd_s2": "kernel 3x3 is not 4x4", "gemm_nhwc": None, "implicit_gemm_wide": None,
+                       "implicit_gemm": None}
     assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_backward_data"], g))["implicit_gemm_wide"] == \
         "stride 2x2 is not 1"
     _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((8, 2, 3, 3), np.float32), None, 1, 1, 1, 4)
@@ -147,7 +148,7 @@ def test_autotune_caches_its_choice_on_disk(tmp_path):
     assert first.returncode == 0, first.stderr
     files = list((tmp_path / "cpp-algo").glob("*.json"))
     assert len(files) == 1
-    assert first.stdout.strip() in ("winograd_f23", "winograd_f43", "implicit_gemm_wide", "implicit_gemm")
+    assert first.stdout.strip() in ("winograd_f23", "winograd_f43", "gemm_nhwc", "implicit_gemm_wide", "implicit_gemm")
     # A second process reads the choice instead of timing again: make the file name another one.
     other = "implicit_gemm" if first.stdout.strip() != "implicit_gemm" else "winograd_f23"
     entry = json.loads(files[0].read_text())

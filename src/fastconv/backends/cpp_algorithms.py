@@ -32,7 +32,7 @@ from .._params import ConvGeometry
 
 # Part of the autotune cache key: raised when a kernel changes enough that choices made
 # before should be timed again.
-TUNING_REVISION = 6
+TUNING_REVISION = 7
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,25 @@ def _wide_backward_data_accepts(g):
     return _stride_one(g) or _padding_within_kernel(g)
 
 
+# gemm_nhwc's channel-last copy of the input, per image (float64), and the largest it takes.
+_NHWC_IMAGE_BYTES = 64 << 20
+
+
+def _nhwc_accepts(g):
+    if g.groups != 1:
+        return f"groups {g.groups} (gemm_nhwc takes one group)"
+    hp = max(g.H + g.pad_h, (g.out_h - 1) * g.stride_h + (g.R - 1) * g.dil_h + 1)
+    wp = max(g.W + g.pad_w, (g.out_w - 1) * g.stride_w + (g.S - 1) * g.dil_w + 1)
+    image_bytes = hp * wp * g.C * 8
+    if image_bytes > _NHWC_IMAGE_BYTES:
+        return f"one image made channel-last would take {image_bytes >> 20} MiB"
+    return None
+
+
+def _nhwc_backward_data_accepts(g):
+    return _stride_one(g) or _padding_within_kernel(g) or _nhwc_accepts(_backward_data_as_forward(g))
+
+
 def _dot_wide_accepts(g):
     if g.K // g.groups < 3 or (g.C // g.groups) * g.R * g.S < 4:
         return "fewer than 3 output channels or 4 patch rows per group (dot_wide's 3x4 blocks would be mostly empty)"
@@ -210,6 +229,8 @@ def make_tables(C, geom):
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_f43(geom(g), x, w, b, y, t)),
         Algorithm("winograd_s2", _winograd_s2_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_s2(geom(g), x, w, b, y, t)),
+        Algorithm("gemm_nhwc", _nhwc_accepts,
+                  lambda x, w, b, y, g, t: C.conv_forward_nhwc(geom(g), x, w, b, y, t)),
         Algorithm("implicit_gemm_wide", _always,
                   lambda x, w, b, y, g, t: C.conv_forward_wide(geom(g), x, w, b, y, t)),
         Algorithm("implicit_gemm", _always,
@@ -232,6 +253,9 @@ def make_tables(C, geom):
                   lambda gy, w, b, gx, g, t: C.conv_backward_data_depthwise(geom(g), gy, w, b, gx, t)),
         Algorithm("implicit_gemm_wide", _wide_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_wide(
+                      geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
+        Algorithm("gemm_nhwc", _nhwc_backward_data_accepts,
+                  lambda gy, w, b, gx, g, t: C.conv_forward_nhwc(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
         Algorithm("gemm_col2im", _always,
                   lambda gy, w, b, gx, g, t: C.conv_backward_data_col2im(geom(g), gy, w, b, gx, t)),

@@ -27,8 +27,12 @@ namespace FC_ISA {
 
 namespace {
 
-constexpr int64_t kPixelBlock = 96;        // pixels per task (16 micro-panels)
-constexpr int64_t kChannelBlock = 256;     // output channels per task
+// A task: up to kMaxPixels pixels x kChannelBlock output channels. Each task streams its columns
+// of B once, so large kernels (ResNet layer4's 9.4 MB) take blocks of 192 pixels, small ones 96
+// (more tasks; MNIST conv3 has 576 pixels).
+constexpr int64_t kMaxPixels = 192;
+constexpr int64_t kLargeB = 2 << 20;       // bytes of B above which a task takes kMaxPixels
+constexpr int64_t kChannelBlock = 64;      // output channels per task
 constexpr int64_t kChunkBytes = 16 << 20;  // x_t per chunk of images
 
 struct Layout {
@@ -81,13 +85,20 @@ void weights_tap_major(const ConvGeom& g, const T* w, T* b, int64_t panels, int 
   auto row_of = [&](int64_t r) { return (r % RS) * g.C + r / RS; };
   parallel_tasks(panels, threads, [&](int64_t jp) {  // a task per panel
     T* panel = b + jp * cols * NR;
-    for (int64_t r0 = 0; r0 < full; r0 += L)
+    for (int64_t r0 = 0; r0 < full; r0 += L) {
+      int64_t rows[L];  // B's rows of w's columns r0 .. r0 + L - 1, by counting (a division each was
+      int64_t tap = r0 % RS, c = r0 / RS;  // most of this loop's time)
+      for (int e = 0; e < L; ++e) {
+        rows[e] = tap * g.C + c;
+        if (++tap == RS) tap = 0, ++c;
+      }
       for (int64_t k0 = jp * NR; k0 < (jp + 1) * NR; k0 += L) {
         V v[L];
         for (int a = 0; a < L; ++a) v[a] = k0 + a < g.K ? load(w + (k0 + a) * cols + r0) : V{};
         transpose(v);
-        for (int e = 0; e < L; ++e) store(panel + row_of(r0 + e) * NR + k0 - jp * NR, v[e]);
+        for (int e = 0; e < L; ++e) store(panel + rows[e] * NR + k0 - jp * NR, v[e]);
       }
+    }
     for (int64_t r = full; r < cols; ++r)
       for (int64_t k = jp * NR; k < (jp + 1) * NR; ++k) panel[row_of(r) * NR + k - jp * NR] = k < g.K ? w[k * cols + r] : T(0);
   });
@@ -113,13 +124,15 @@ void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias,
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const int64_t n1 = min64(n0 + chunk, g.N), pixels = (n1 - n0) * P;
     to_nhwc(g, l, x, n0, n1, xt, threads);
-    const int64_t pblocks = ceil_div(pixels, kPixelBlock), kblocks = ceil_div(panels * NR, kChannelBlock);
+    const int64_t most = brows * panels * NR * int64_t(sizeof(T)) > kLargeB ? kMaxPixels : kMaxPixels / 2;
+    const int64_t pblock = round_up(ceil_div(pixels, ceil_div(pixels, most)), MR);  // even blocks
+    const int64_t pblocks = ceil_div(pixels, pblock), kblocks = ceil_div(panels * NR, kChannelBlock);
     parallel_tasks(pblocks * kblocks, threads, [&](int64_t task) {
-      const int64_t p0 = task / kblocks * kPixelBlock, np = min64(kPixelBlock, pixels - p0);
+      const int64_t p0 = task / kblocks * pblock, np = min64(pblock, pixels - p0);
       const int64_t j0 = task % kblocks * kChannelBlock, nj = min64(kChannelBlock, g.K - j0);
-      T* out = static_cast<T*>(thread_workspace(sizeof(T) * kPixelBlock * kChannelBlock, kSlotTile));
-      const T* base[kPixelBlock];  // each pixel's first input element (tap 0, 0; channel 0) in x_t
-      for (int64_t t = 0; t < kPixelBlock; ++t) {
+      T* out = static_cast<T*>(thread_workspace(sizeof(T) * (kMaxPixels + MR) * kChannelBlock, kSlotTile));
+      const T* base[kMaxPixels + MR];  // each pixel's first input element (tap 0, 0; channel 0) in x_t
+      for (int64_t t = 0; t < np; ++t) {
         const int64_t p = p0 + min64(t, np - 1), n = p / P, oh = p % P / g.OW, ow = p % g.OW;
         base[t] = xt + ((n * l.Hp + oh * g.sh) * l.Wp + ow * g.sw) * g.C;
       }
@@ -127,7 +140,9 @@ void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias,
         const int64_t i = l.merged_width ? s : s / g.S, j = l.merged_width ? 0 : s % g.S;
         const int64_t offset = (i * g.dh * l.Wp + j * g.dw) * g.C;  // in x_t, from a pixel's base
         const T* bs = b + s * l.seg_len * NR;  // the segment's rows, in panel 0
-        const int64_t KC = kc_block(l.seg_len);
+        // Up to 512 rows of B at a time: the C tile is loaded and stored once per block (at 128 that
+        // was a fifth of the time on layer4); B's block, 32 KiB a panel, is read from L2.
+        const int64_t KC = ceil_div(l.seg_len, ceil_div(l.seg_len, 512));
         for (int64_t k0 = 0; k0 < l.seg_len; k0 += KC) {
           const int64_t kc = min64(KC, l.seg_len - k0);
           const bool acc = s > 0 || k0 > 0;

@@ -10,6 +10,7 @@
 #include "gemm_microkernel.h"
 #include "geometry.h"
 #include "tasks.h"
+#include "workspace.h"
 
 namespace fastconv {
 namespace FC_ISA {
@@ -293,23 +294,36 @@ struct TileOut {
 
 // The tile rows [r0, r1) of one group, numbered compactly (t = (r - r0) * tiles_w + tw) for the
 // GEMMs and with one phantom tile per row (q = (r - r0) * (tiles_w + 1) + tw) for the
-// transforms; tiles_h x tiles_w tiles per image, `side` x `side` outputs each.
+// transforms; tiles_h x tiles_w tiles per image, `side` x `side` outputs each. And the buffers of
+// the transforms at its `positions` positions xi: V[xi][v_rows][t], M[xi][K/groups][t] (planes
+// vs / ms apart, rows ld apart).
 template <class T>
 struct TileRows {
   static constexpr int L = Vec<T>::kLanes;
   const ConvGeom& g;
-  int64_t gi, r0, r1, side, tiles_h, tiles_w, padded_w;
+  int64_t gi, r0, r1, side, tiles_h, tiles_w, padded_w, positions;
   int64_t nt, nq, nvec, ld, stride;  // ld: of the GEMMs' rows; stride: of the split phases
+  int64_t vs, ms;
+  T* v = nullptr;  // place_input
+  Compaction* plan = nullptr;
+  T* m = nullptr;  // place_output
+  TileOut* outs = nullptr;
 
-  TileRows(const ConvGeom& geom, int64_t group, int64_t row0, int64_t row1, int64_t tile_side)
+  TileRows(const ConvGeom& geom, int64_t group, int64_t row0, int64_t row1, int64_t tile_side, int64_t xi_count,
+           int64_t v_rows)
       : g(geom), gi(group), r0(row0), r1(row1), side(tile_side), tiles_h(ceil_div(g.OH, side)),
-        tiles_w(ceil_div(g.OW, side)), padded_w(tiles_w + 1) {
+        tiles_w(ceil_div(g.OW, side)), padded_w(tiles_w + 1), positions(xi_count) {
     nt = (r1 - r0) * tiles_w;
     nq = (r1 - r0) * padded_w;
     nvec = ceil_div(nq, L);
     ld = round_up(nt + L, MicroTile<T>::NR);  // slack for the last vector's extra lanes
     stride = round_up(nq + 2 * L, L);
+    // The planes a cache line off a multiple of 4 KiB apart (see winograd_f23.cpp).
+    vs = v_rows * ld + kSkew<T>;
+    ms = g.K / g.groups * ld + kSkew<T>;
   }
+  int64_t v_bytes() const { return sizeof(T) * positions * vs; }
+  int64_t m_bytes() const { return sizeof(T) * positions * ms; }
   int64_t plan_bytes() const { return sizeof(Compaction) * nvec; }
   int64_t outs_bytes() const { return sizeof(TileOut) * nt; }
   int64_t split_bytes() const { return sizeof(T) * 24 * stride; }
@@ -335,6 +349,21 @@ struct TileRows {
       plan[vi].real = n;
       if (plan[vi].dst < 0) plan[vi].dst = nt;  // nothing real: into the slack
     }
+  }
+
+  // V at `buffer` (v_bytes) and the input transform's compaction plan at `plans` (plan_bytes).
+  void place_input(T* buffer, Compaction* plans) {
+    v = buffer;
+    plan = plans;
+    make_plan(plan);
+  }
+
+  // M at `buffer` (m_bytes) and the output transform's per-tile table at `table` (outs_bytes;
+  // none for the adjoint, which keeps Z in M's place).
+  void place_output(T* buffer, TileOut* table) {
+    m = buffer;
+    outs = table;
+    if (table) make_outs(table);
   }
 
   // Where each compact tile's output goes (relative to its channel's plane) and how much of it.
@@ -394,6 +423,45 @@ struct TileRows {
     }
   }
 };
+
+
+// A forward task over a block of tile rows (a Block of winograd_f43.cpp or winograd_s2.cpp): its
+// split rows, compaction plan and output table in kSlotPackA, V in kSlotTile, M in kSlotTile2;
+// every input channel transformed, the Positions GEMMs, every output channel transformed.
+template <int Positions, class T, class Block>
+void forward_task(Block& b, const T* x, const T* packed_u, int64_t per_xi, const T* bias, T* y) {
+  char* scratch = static_cast<char*>(thread_workspace(b.split_bytes() + b.plan_bytes() + b.outs_bytes(), kSlotPackA));
+  T* split = reinterpret_cast<T*>(scratch);
+  b.place_input(static_cast<T*>(thread_workspace(b.v_bytes(), kSlotTile)),
+                reinterpret_cast<Compaction*>(scratch + b.split_bytes()));
+  b.place_output(static_cast<T*>(thread_workspace(b.m_bytes(), kSlotTile2)),
+                 reinterpret_cast<TileOut*>(scratch + b.split_bytes() + b.plan_bytes()));
+  for (int64_t c = 0; c < b.g.C / b.g.groups; ++c) b.transform_input(x, c, split);
+  for (int xi = 0; xi < Positions; ++xi) b.multiply(packed_u, per_xi, xi);
+  for (int64_t k = 0; k < b.g.K / b.g.groups; ++k) b.transform_output(bias, k, y);
+}
+
+// The adjoint's task over the whole images [n0, n1) a Block holds: Z for every grad_out channel
+// (in M's place), the Positions GEMMs into V's, then per input channel dd added up and merged
+// into grad_x, plus b.
+template <int Positions, class T, class Block>
+void adjoint_task(Block& b, int64_t n0, int64_t n1, const T* gy, const T* packed_ut, int64_t per_xi, const T* bias,
+                  T* gx) {
+  const int64_t Cg = b.g.C / b.g.groups, row_bytes = sizeof(T) * 4 * round_up(b.padded_w, Vec<T>::kLanes);
+  char* scratch = static_cast<char*>(thread_workspace(b.split_bytes() + row_bytes + b.plan_bytes(), kSlotPackA));
+  T* split = reinterpret_cast<T*>(scratch);
+  T* row = reinterpret_cast<T*>(scratch + b.split_bytes());
+  b.place_input(static_cast<T*>(thread_workspace(b.v_bytes(), kSlotTile)),
+                reinterpret_cast<Compaction*>(scratch + b.split_bytes() + row_bytes));
+  b.place_output(static_cast<T*>(thread_workspace(b.m_bytes(), kSlotTile2)), nullptr);
+  for (int64_t k = 0; k < b.g.K / b.g.groups; ++k) b.transform_grad_out(gy, k, split);
+  for (int xi = 0; xi < Positions; ++xi) b.multiply_adjoint(packed_ut, per_xi, xi);
+  for (int64_t c = 0; c < Cg; ++c) {
+    b.transform_input_adjoint(c, split);
+    const T bc = bias ? bias[b.gi * Cg + c] : T(0);
+    for (int64_t n = n0; n < n1; ++n) b.merge_image(split, n, c, bc, gx, row);
+  }
+}
 
 }  // namespace FC_ISA
 }  // namespace fastconv

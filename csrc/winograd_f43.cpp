@@ -172,41 +172,16 @@ void weight_transform_panel(const T* w, int64_t Kg, int64_t Cg, int64_t r0, bool
   }
 }
 
-// A block of tile rows (TileRows) and its buffers: V[xi][c][t], M[xi][k][t] (planes vs / ms
-// apart, rows ld apart).
+// A block of tile rows (TileRows, 4x4 output tiles, 36 positions, V's rows the input channels).
 template <class T>
 struct Block : TileRows<T> {
   using Base = TileRows<T>;
   using Base::L, Base::g, Base::gi, Base::tiles_h, Base::tiles_w, Base::padded_w, Base::nt, Base::nvec, Base::ld,
-      Base::stride, Base::split_tile_rows, Base::split_bytes, Base::r0, Base::r1;
-  int64_t vs, ms;
-  T* v = nullptr;                // place_input
-  Compaction* plan = nullptr;
-  T* m = nullptr;                // place_output (forward only)
-  TileOut* outs = nullptr;
+      Base::stride, Base::split_tile_rows, Base::split_bytes, Base::r0, Base::r1, Base::vs, Base::ms, Base::v,
+      Base::plan, Base::m, Base::outs;
 
-  Block(const ConvGeom& geom, int64_t group, int64_t row0, int64_t row1) : Base(geom, group, row0, row1, 4) {
-    // The planes a cache line off a multiple of 4 KiB apart (see winograd_f23.cpp).
-    vs = g.C / g.groups * ld + kSkew<T>;
-    ms = g.K / g.groups * ld + kSkew<T>;
-  }
-  int64_t v_bytes() const { return sizeof(T) * kXi * vs; }
-  int64_t m_bytes() const { return sizeof(T) * kXi * ms; }
-
-  // V at `buffer` (v_bytes) and the input transform's compaction plan at `plans` (plan_bytes).
-  void place_input(T* buffer, Compaction* plans) {
-    v = buffer;
-    plan = plans;
-    this->make_plan(plan);
-  }
-
-  // M at `buffer` (m_bytes) and the output transform's per-tile table at `table` (outs_bytes;
-  // none for the adjoint, which keeps Z in M's place).
-  void place_output(T* buffer, TileOut* table) {
-    m = buffer;
-    outs = table;
-    if (table) this->make_outs(table);
-  }
+  Block(const ConvGeom& geom, int64_t group, int64_t row0, int64_t row1)
+      : Base(geom, group, row0, row1, 4, kXi, geom.C / geom.groups) {}
 
   // V's rows for channel c (of the group), with `split` (split_bytes) as scratch.
   void transform_input(const T* x, int64_t c, T* split) const {
@@ -316,15 +291,7 @@ void conv_forward_winograd_f43(const ConvGeom& g, const T* x, const T* w, const 
   parallel_tasks(g.groups * nblocks, threads, [&](int64_t task) {
     const int64_t gi = task / nblocks, r0 = (task % nblocks) * block;
     Block<T> b(g, gi, r0, min64(r0 + block, tile_rows));
-    char* scratch = static_cast<char*>(thread_workspace(b.split_bytes() + b.plan_bytes() + b.outs_bytes(), kSlotPackA));
-    T* split = reinterpret_cast<T*>(scratch);
-    b.place_input(static_cast<T*>(thread_workspace(b.v_bytes(), kSlotTile)),
-                  reinterpret_cast<Compaction*>(scratch + b.split_bytes()));
-    b.place_output(static_cast<T*>(thread_workspace(b.m_bytes(), kSlotTile2)),
-                   reinterpret_cast<TileOut*>(scratch + b.split_bytes() + b.plan_bytes()));
-    for (int64_t c = 0; c < Cg; ++c) b.transform_input(x, c, split);
-    for (int xi = 0; xi < kXi; ++xi) b.multiply(packed_u, per_xi, xi);
-    for (int64_t k = 0; k < Kg; ++k) b.transform_output(bias, k, y);
+    forward_task<kXi>(b, x, packed_u, per_xi, bias, y);
   });
 }
 
@@ -335,7 +302,6 @@ void conv_forward_winograd_f43(const ConvGeom& g, const T* x, const T* w, const 
 // a task takes whole images of one group and adds each image's contributions in a fixed order.
 template <class T>
 void conv_backward_data_winograd_f43(const ConvGeom& g, const T* gy, const T* w, const T* bias, T* gx, int threads) {
-  constexpr int L = Vec<T>::kLanes;
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups;
   const int64_t tiles_h = ceil_div(g.OH, 4), tiles_w = ceil_div(g.OW, 4);
   if (g.N * g.C * g.H * g.W == 0) return;
@@ -351,20 +317,7 @@ void conv_backward_data_winograd_f43(const ConvGeom& g, const T* gy, const T* w,
   parallel_tasks(g.groups * nblocks, threads, [&](int64_t task) {
     const int64_t gi = task / nblocks, n0 = (task % nblocks) * block, n1 = min64(n0 + block, g.N);
     Block<T> b(g, gi, n0 * tiles_h, n1 * tiles_h);
-    const int64_t row_bytes = sizeof(T) * 4 * round_up(b.padded_w, L);
-    char* scratch = static_cast<char*>(thread_workspace(b.split_bytes() + row_bytes + b.plan_bytes(), kSlotPackA));
-    T* split = reinterpret_cast<T*>(scratch);
-    T* row = reinterpret_cast<T*>(scratch + b.split_bytes());
-    b.place_input(static_cast<T*>(thread_workspace(b.v_bytes(), kSlotTile)),
-                  reinterpret_cast<Compaction*>(scratch + b.split_bytes() + row_bytes));
-    b.place_output(static_cast<T*>(thread_workspace(b.m_bytes(), kSlotTile2)), nullptr);
-    for (int64_t k = 0; k < Kg; ++k) b.transform_grad_out(gy, k, split);
-    for (int xi = 0; xi < kXi; ++xi) b.multiply_adjoint(packed_ut, per_xi, xi);
-    for (int64_t c = 0; c < Cg; ++c) {
-      b.transform_input_adjoint(c, split);
-      const T bc = bias ? bias[gi * Cg + c] : T(0);
-      for (int64_t n = n0; n < n1; ++n) b.merge_image(split, n, c, bc, gx, row);
-    }
+    adjoint_task<kXi>(b, n0, n1, gy, packed_ut, per_xi, bias, gx);
   });
 }
 

@@ -150,40 +150,18 @@ void split_row_parities(const T* row, int64_t W, int64_t n, int64_t stride, T* o
   }
 }
 
-// A block of tile rows (TileRows, 2x2 output tiles) and its buffers: V[xi][4 c + phase][t] for
-// `channels` input channels, M[xi][k][t] (planes vs / ms apart, rows ld apart).
+// A block of tile rows (TileRows, 2x2 output tiles, 9 positions) whose V holds 4 rows, one per
+// phase, for each of `channels` input channels: V[xi][4 c + phase][t].
 template <class T>
 struct Block : TileRows<T> {
   typedef VecOf<T> V;
   using Base = TileRows<T>;
   using Base::L, Base::g, Base::gi, Base::r0, Base::r1, Base::tiles_h, Base::tiles_w, Base::padded_w, Base::nt,
-      Base::nq, Base::nvec, Base::ld, Base::stride, Base::split_tile_rows, Base::split_bytes;
-  int64_t vs, ms;
-  T* v = nullptr;  // place_input
-  Compaction* plan = nullptr;
-  T* m = nullptr;  // place_output
-  TileOut* outs = nullptr;
+      Base::nq, Base::nvec, Base::ld, Base::stride, Base::split_tile_rows, Base::split_bytes, Base::vs, Base::ms,
+      Base::v, Base::plan, Base::m, Base::outs;
 
   Block(const ConvGeom& geom, int64_t group, int64_t row0, int64_t row1, int64_t channels)
-      : Base(geom, group, row0, row1, 2) {
-    // The planes a cache line off a multiple of 4 KiB apart (see winograd_f23.cpp).
-    vs = kPhases * channels * ld + kSkew<T>;
-    ms = g.K / g.groups * ld + kSkew<T>;
-  }
-  int64_t v_bytes() const { return sizeof(T) * kXi * vs; }
-  int64_t m_bytes() const { return sizeof(T) * kXi * ms; }
-
-  void place_input(T* buffer, Compaction* plans) {
-    v = buffer;
-    plan = plans;
-    this->make_plan(plan);
-  }
-  // M and the output transform's per-tile table (none for the adjoint, which keeps Z in M's place).
-  void place_output(T* buffer, TileOut* table) {
-    m = buffer;
-    outs = table;
-    if (table) this->make_outs(table);
-  }
+      : Base(geom, group, row0, row1, 2, kXi, kPhases * channels) {}
 
   // V's rows 4 slot .. 4 slot + 3 for channel c (of the group), with `split` (split_bytes) as scratch.
   void transform_input(const T* x, int64_t c, int64_t slot, T* split) const {
@@ -191,6 +169,8 @@ struct Block : TileRows<T> {
     for (int64_t vi = 0; vi < nvec; ++vi)
       input_transform(split, stride, vi * L, plan[vi].keep, v + kPhases * slot * ld + plan[vi].dst, ld, vs);
   }
+
+  void transform_input(const T* x, int64_t c, T* split) const { transform_input(x, c, c, split); }
 
   // M[xi] = U[xi] V[xi].
   void multiply(const T* packed_u, int64_t per_xi, int xi) const {
@@ -374,15 +354,7 @@ void conv_forward_winograd_s2(const ConvGeom& g, const T* x, const T* w, const T
   parallel_tasks(g.groups * nblocks, threads, [&](int64_t task) {
     const int64_t gi = task / nblocks, r0 = (task % nblocks) * block;
     Block<T> b(g, gi, r0, min64(r0 + block, tile_rows), Cg);
-    char* scratch = static_cast<char*>(thread_workspace(b.split_bytes() + b.plan_bytes() + b.outs_bytes(), kSlotPackA));
-    T* split = reinterpret_cast<T*>(scratch);
-    b.place_input(static_cast<T*>(thread_workspace(b.v_bytes(), kSlotTile)),
-                  reinterpret_cast<Compaction*>(scratch + b.split_bytes()));
-    b.place_output(static_cast<T*>(thread_workspace(b.m_bytes(), kSlotTile2)),
-                   reinterpret_cast<TileOut*>(scratch + b.split_bytes() + b.plan_bytes()));
-    for (int64_t c = 0; c < Cg; ++c) b.transform_input(x, c, c, split);
-    for (int xi = 0; xi < kXi; ++xi) b.multiply(packed_u, per_xi, xi);
-    for (int64_t k = 0; k < Kg; ++k) b.transform_output(bias, k, y);
+    forward_task<kXi>(b, x, packed_u, per_xi, bias, y);
   });
 }
 
@@ -391,7 +363,6 @@ void conv_forward_winograd_s2(const ConvGeom& g, const T* x, const T* w, const T
 // contributions in a fixed order (as winograd_f43.cpp's adjoint).
 template <class T>
 void conv_backward_data_winograd_s2(const ConvGeom& g, const T* gy, const T* w, const T* bias, T* gx, int threads) {
-  constexpr int L = Vec<T>::kLanes;
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups;
   const int64_t tiles_h = ceil_div(g.OH, 2), tiles_w = ceil_div(g.OW, 2);
   if (g.N * g.C * g.H * g.W == 0) return;
@@ -408,20 +379,7 @@ void conv_backward_data_winograd_s2(const ConvGeom& g, const T* gy, const T* w, 
   parallel_tasks(g.groups * nblocks, threads, [&](int64_t task) {
     const int64_t gi = task / nblocks, n0 = (task % nblocks) * block, n1 = min64(n0 + block, g.N);
     Block<T> b(g, gi, n0 * tiles_h, n1 * tiles_h, Cg);
-    const int64_t row_bytes = sizeof(T) * 4 * round_up(b.padded_w, L);
-    char* scratch = static_cast<char*>(thread_workspace(b.split_bytes() + row_bytes + b.plan_bytes(), kSlotPackA));
-    T* split = reinterpret_cast<T*>(scratch);
-    T* row = reinterpret_cast<T*>(scratch + b.split_bytes());
-    b.place_input(static_cast<T*>(thread_workspace(b.v_bytes(), kSlotTile)),
-                  reinterpret_cast<Compaction*>(scratch + b.split_bytes() + row_bytes));
-    b.place_output(static_cast<T*>(thread_workspace(b.m_bytes(), kSlotTile2)), nullptr);
-    for (int64_t k = 0; k < Kg; ++k) b.transform_grad_out(gy, k, split);
-    for (int xi = 0; xi < kXi; ++xi) b.multiply_adjoint(packed_ut, per_xi, xi);
-    for (int64_t c = 0; c < Cg; ++c) {
-      b.transform_input_adjoint(c, split);
-      const T bc = bias ? bias[gi * Cg + c] : T(0);
-      for (int64_t n = n0; n < n1; ++n) b.merge_image(split, n, c, bc, gx, row);
-    }
+    adjoint_task<kXi>(b, n0, n1, gy, packed_ut, per_xi, bias, gx);
   });
 }
 

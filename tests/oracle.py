@@ -71,3 +71,16 @@ def torch_conv_transpose2d(x, w, b, gy, **kw):
     y = F.conv_transpose2d(xt, wt, bt, **kw)
     y.backward(torch.tensor(gy))
     return (y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), None if b is None else bt.grad.numpy())
+
+
+def assert_same_bits_at_thread_counts(algorithm, args, shape, dtype, geometry, counts=(1, 2, 3)):
+    """algorithm.run(*args, out, geometry, threads) writes every output (they start as NaN) and
+    gives the same bits at every thread count."""
+    outs = []
+    for threads in counts:
+        out = np.full(shape, np.nan, dtype)
+        algorithm.run(*args, out, geometry, threads)
+        outs.append(out)
+    assert np.isfinite(outs[0]).all()
+    for other in outs[1:]:
+        np.testing.assert_array_equal(other, outs[0])

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from oracle import absolute, assert_within, ref
+from oracle import absolute, assert_same_bits_at_thread_counts, assert_within, ref
 
 pytestmark = pytest.mark.skipif(fastconv.backends()["cpp"] is not None, reason="the C++ extension is not built")
 
@@ -424,14 +424,7 @@ def test_every_algorithm_gives_the_same_bits_at_any_thread_count(primitive, name
     algo = next(a for a in cpp.ALGORITHMS[primitive] if a.name == name)
     args, shape = {"conv_forward": ((x, wt, None), g.y_shape), "conv_backward_data": ((gy, wt, None), g.x_shape),
                    "conv_backward_weight": ((gy, x), g.w_shape)}[primitive]
-    results = []
-    for threads in (1, 2, 3):
-        out = np.full(shape, np.nan, np.float32)
-        algo.run(*args, out, g, threads)
-        results.append(out)
-    assert np.isfinite(results[0]).all()
-    for other in results[1:]:
-        np.testing.assert_array_equal(other, results[0])
+    assert_same_bits_at_thread_counts(algo, args, shape, np.float32, g)
 
 
 # (N, C, H, W, R, S, stride, padding, dilation) of depthwise convs (groups = C = K)
@@ -515,13 +508,7 @@ def test_depthwise_direct_threads_and_infinities(rng):
                                    ("conv_backward_data", (gy, wt, None), g.x_shape),
                                    ("conv_backward_weight", (gy, x), g.w_shape)):
         algo = next(a for a in cpp.ALGORITHMS[primitive] if a.name == "depthwise_direct")
-        outs = []
-        for threads in (1, 2, 3):
-            out = np.empty(shape, np.float32)
-            algo.run(*args, out, g, threads)
-            outs.append(out)
-        for other in outs[1:]:
-            np.testing.assert_array_equal(other, outs[0])
+        assert_same_bits_at_thread_counts(algo, args, shape, np.float32, g)
     x[1, 5, 0, 0] = np.inf  # reaches tap (1, 1) of channel 5 only (padding 1): the rest stays finite
     with cpp_algorithms.force("depthwise_direct"):
         gw = fastconv.conv2d_backward(np.abs(gy), x, wt, None, padding=1, groups=64, backend="cpp",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from oracle import absolute, assert_within, ref
+from oracle import absolute, assert_same_bits_at_thread_counts, assert_within, ref
 
 pytestmark = pytest.mark.skipif(fastconv.backends()["cpp"] is not None, reason="the C++ extension is not built")
 
@@ -60,13 +60,7 @@ def test_gemm_nhwc_gives_the_same_bits_at_any_thread_count(rng):
     wt = rng.standard_normal((270, 40, 3, 3)).astype(np.float32)
     g = P.conv_params(x, wt, None, 1, 1, 1, 1)[5]
     algo = next(a for a in cpp.ALGORITHMS["conv_forward"] if a.name == NAME)
-    outs = []
-    for threads in (1, 2, 3):
-        out = np.empty(g.y_shape, np.float32)
-        algo.run(x, wt, None, out, g, threads)
-        outs.append(out)
-    for other in outs[1:]:
-        np.testing.assert_array_equal(other, outs[0])
+    assert_same_bits_at_thread_counts(algo, (x, wt, None), g.y_shape, np.float32, g)
 
 
 def test_gemm_nhwc_says_why_it_declines():

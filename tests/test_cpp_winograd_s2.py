@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from oracle import absolute, assert_within, ref
+from oracle import absolute, assert_same_bits_at_thread_counts, assert_within, ref
 
 pytestmark = pytest.mark.skipif(fastconv.backends()["cpp"] is not None, reason="the C++ extension is not built")
 
@@ -119,13 +119,7 @@ def test_winograd_s2_gives_the_same_bits_at_any_thread_count(rng):
                                    ("conv_backward_data", (gy, wt, None), g.x_shape),
                                    ("conv_backward_weight", (gy, x), g.w_shape)):
         algo = next(a for a in cpp.ALGORITHMS[primitive] if a.name == NAME)
-        outs = []
-        for threads in (1, 2, 3):
-            out = np.empty(shape, np.float32)
-            algo.run(*args, out, g, threads)
-            outs.append(out)
-        for other in outs[1:]:
-            np.testing.assert_array_equal(other, outs[0])
+        assert_same_bits_at_thread_counts(algo, args, shape, np.float32, g)
 
 
 @pytest.mark.parametrize("where", ["x", "weight", "grad_out"])

@@ -46,12 +46,18 @@ def _always(g):
     return None
 
 
-def _winograd_accepts(g):
+def _winograd_channels(g):
     cg, kg = g.C // g.groups, g.K // g.groups
     if cg < 8 or kg < 8:
-        # Its 16 GEMMs are then too thin to pay for the transforms, and its error, a few
-        # roundoffs per transform, would no longer be small next to the short sums' own.
+        # The GEMMs are then too thin to pay for the transforms, and the error, a few roundoffs
+        # per transform, would no longer be small next to the short sums' own.
         return f"{cg} in / {kg} out channels per group (the Winograd algorithms want 8 or more)"
+    return None
+
+
+def _winograd_accepts(g):
+    if why := _winograd_channels(g):
+        return why
     if (g.R, g.S) != (3, 3):
         return f"kernel {g.R}x{g.S} is not 3x3"
     if (g.stride_h, g.stride_w) != (1, 1):
@@ -114,9 +120,8 @@ def _winograd_s2_bytes(g, tile_rows):
 
 
 def _winograd_s2_accepts(g):
-    cg, kg = g.C // g.groups, g.K // g.groups
-    if cg < 8 or kg < 8:
-        return f"{cg} in / {kg} out channels per group (the Winograd algorithms want 8 or more)"
+    if why := _winograd_channels(g):
+        return why
     if (g.R, g.S) != (4, 4):
         return f"kernel {g.R}x{g.S} is not 4x4"
     if (g.stride_h, g.stride_w) != (2, 2):

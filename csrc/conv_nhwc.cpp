@@ -11,7 +11,6 @@
 //
 // Tasks: blocks of pixels x blocks of output channels; each output is summed by one task in a
 // fixed order (segment by segment, KC rows at a time): thread-count independent.
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -39,6 +38,7 @@ struct Layout {
   int64_t Hp, Wp;          // x_t's padded plane; input (ih, iw) at (ih + ph, iw + pw)
   int64_t seg_len, nseg;   // reduction segments: contiguous runs of x_t (and of B's rows)
   bool merged_width;       // a segment is a whole kernel row (dilation 1 along the width)
+  int64_t kc;              // rows of B per micro-kernel call: a segment cut into equal blocks
 };
 
 Layout layout(const ConvGeom& g) {
@@ -48,6 +48,9 @@ Layout layout(const ConvGeom& g) {
   l.merged_width = g.dw == 1;
   l.seg_len = l.merged_width ? g.S * g.C : g.C;
   l.nseg = l.merged_width ? g.R : g.R * g.S;
+  // Up to 512: the C tile is loaded and stored once per block (at 128 that was a fifth of the time
+  // on layer4); B's block, 32 KiB a panel, is read from L2.
+  l.kc = ceil_div(l.seg_len, ceil_div(l.seg_len, 512));
   return l;
 }
 
@@ -133,18 +136,15 @@ void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias,
       T* out = static_cast<T*>(thread_workspace(sizeof(T) * (kMaxPixels + MR) * kChannelBlock, kSlotTile));
       const T* base[kMaxPixels + MR];  // each pixel's first input element (tap 0, 0; channel 0) in x_t
       for (int64_t t = 0; t < np; ++t) {
-        const int64_t p = p0 + min64(t, np - 1), n = p / P, oh = p % P / g.OW, ow = p % g.OW;
+        const int64_t p = p0 + t, n = p / P, oh = p % P / g.OW, ow = p % g.OW;
         base[t] = xt + ((n * l.Hp + oh * g.sh) * l.Wp + ow * g.sw) * g.C;
       }
       for (int64_t s = 0; s < l.nseg; ++s) {
         const int64_t i = l.merged_width ? s : s / g.S, j = l.merged_width ? 0 : s % g.S;
         const int64_t offset = (i * g.dh * l.Wp + j * g.dw) * g.C;  // in x_t, from a pixel's base
         const T* bs = b + s * l.seg_len * NR;  // the segment's rows, in panel 0
-        // Up to 512 rows of B at a time: the C tile is loaded and stored once per block (at 128 that
-        // was a fifth of the time on layer4); B's block, 32 KiB a panel, is read from L2.
-        const int64_t KC = ceil_div(l.seg_len, ceil_div(l.seg_len, 512));
-        for (int64_t k0 = 0; k0 < l.seg_len; k0 += KC) {
-          const int64_t kc = min64(KC, l.seg_len - k0);
+        for (int64_t k0 = 0; k0 < l.seg_len; k0 += l.kc) {
+          const int64_t kc = min64(l.kc, l.seg_len - k0);
           const bool acc = s > 0 || k0 > 0;
           for (int64_t jj = 0; jj < nj; jj += NR)
             for (int64_t t = 0; t < np; t += MR) {

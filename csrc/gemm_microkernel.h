@@ -97,10 +97,6 @@ struct RowPointers {
   T at(int64_t p, int i) const { return rows[i][p]; }
 };
 
-template <class T, int MR, int NV>
-static inline void microkernel(int64_t kd, const T* __restrict a_panel, const T* __restrict B, int64_t ldb,
-                               T* __restrict C, int64_t ldc, int m_valid, int n_valid, bool accumulate);
-
 template <class T, int MR, int NV, class A>
 static inline void microkernel_with(int64_t kd, const A a, const T* __restrict B, int64_t ldb, T* __restrict C,
                                     int64_t ldc, int m_valid, int n_valid, bool accumulate) {

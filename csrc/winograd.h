@@ -212,6 +212,18 @@ inline VecOf<T> row_vector(const T* row, int64_t lo, int64_t W) {
   return v;
 }
 
+// out[p * stride + u] = row[2u + p - pw] for the two column parities p and u < n (rounded up to
+// whole vectors: the lanes past n are written too), zero outside the row.
+template <class T>
+void split_row_parities(const T* row, int64_t W, int64_t pw, int64_t n, int64_t stride, T* out) {
+  constexpr int L = Vec<T>::kLanes;
+  for (int64_t u = 0; u < n; u += L) {
+    const VecOf<T> a = row_vector(row, 2 * u - pw, W), b = row_vector(row, 2 * u - pw + L, W);
+    store(out + u, deinterleave_even(a, b));
+    store(out + stride + u, deinterleave_odd(a, b));
+  }
+}
+
 // out[p * stride + u] = row[4u + p - pw] for the four phases p and u < n (rounded up to whole
 // vectors: the lanes past n are written too), zero outside the row.
 template <class T>

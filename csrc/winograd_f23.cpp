@@ -54,28 +54,16 @@ inline Tiling tiling(const ConvGeom& g, int64_t lanes) {
 
 // Rows ih0 .. ih0 + nrows - 1 of a plane split by column parity: out[2r*U + u] = x[ih][2u - pw],
 // out[(2r + 1)*U + u] = x[ih][2u + 1 - pw], zero outside the plane. U is a multiple of L.
-// With AVX2, two masked loads per L outputs (masked-off lanes read as zero and do not fault,
-// so the padding costs nothing) and a deinterleave.
 template <class T>
 void split_rows(const T* plane, int64_t H, int64_t W, int64_t pw, int64_t ih0, int64_t nrows, int64_t U, T* out) {
-  constexpr int L = Vec<T>::kLanes;
   for (int64_t r = 0; r < nrows; ++r) {
     T* even = out + 2 * r * U;
-    T* odd = even + U;
     const int64_t ih = ih0 + r;
     if (ih < 0 || ih >= H) {
       std::memset(even, 0, sizeof(T) * 2 * U);
       continue;
     }
-    const T* row = plane + ih * W;
-    for (int64_t u = 0; u < U; u += L) {
-      const int64_t base = 2 * u - pw;  // input column of lane 0 of the first load
-      VecOf<T> a, b;
-      masked_row_load(row, base, W, a);
-      masked_row_load(row, base + L, W, b);
-      store(even + u, deinterleave_even(a, b));
-      store(odd + u, deinterleave_odd(a, b));
-    }
+    split_row_parities(plane + ih * W, W, pw, U, U, even);
   }
 }
 

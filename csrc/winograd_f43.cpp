@@ -414,15 +414,8 @@ void conv_backward_weight_winograd_f43(const ConvGeom& g, const T* gy, const T* 
       V mg[kTile][3] = {};  // M G
       for (int a = 0; a < kTile; ++a)
         for (int b = 0; b < kTile; ++b) {
-          const T* src = msum + (a * kTile + b) * Cg * Kg + k0;
-          V mab;
-          if (nk == L) {
-            mab = load(src);
-          } else {  // the last vector of a row: its lanes past Kg are zero
-            alignas(32) T lanes[L] = {};
-            for (int64_t l = 0; l < nk; ++l) lanes[l] = src[l];
-            mab = load(lanes);
-          }
+          // (the last vector of a row: its lanes past Kg zero)
+          const V mab = row_vector(msum + (a * kTile + b) * Cg * Kg + k0, 0, nk);
           for (int s = 0; s < 3; ++s) mg[a][s] += mab * G[b][s];
         }
       alignas(32) T out[9][L];

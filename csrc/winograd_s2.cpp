@@ -138,16 +138,16 @@ inline void a_column(V g0, V g1, V (&z)[3]) {
   z[2] = g1;
 }
 
-// out[p * stride + u] = row[2u + p] for the two column parities p and u < n (rounded up to whole
-// vectors: the lanes past n are written too), zero past the row.
-template <class T>
-void split_row_parities(const T* row, int64_t W, int64_t n, int64_t stride, T* out) {
-  constexpr int L = Vec<T>::kLanes;
-  for (int64_t u = 0; u < n; u += L) {
-    const VecOf<T> a = row_vector(row, 2 * u, W), b = row_vector(row, 2 * u + L, W);
-    store(out + u, deinterleave_even(a, b));
-    store(out + stride + u, deinterleave_odd(a, b));
+// Z = A gy A^T for 2x2 grad_out tiles on vectors, gt[i][j] = row i, column j.
+template <class V>
+inline void grad_out_transform(const V (&gt)[2][2], V (&z)[3][3]) {
+  V za[3][2];  // A gy, per grad_out column
+  for (int j = 0; j < 2; ++j) {
+    V col[3];
+    a_column(gt[0][j], gt[1][j], col);
+    for (int a = 0; a < 3; ++a) za[a][j] = col[a];
   }
+  for (int a = 0; a < 3; ++a) a_column(za[a][0], za[a][1], z[a]);  // (A gy) A^T
 }
 
 // A block of tile rows (TileRows, 2x2 output tiles, 9 positions) whose V holds 4 rows, one per
@@ -219,25 +219,18 @@ struct Block : TileRows<T> {
         const int64_t oh = 2 * th + i;
         T* out = split + 2 * i * stride + q;
         if (oh < g.OH)
-          split_row_parities(plane + oh * g.OW, g.OW, padded_w, stride, out);
+          split_row_parities(plane + oh * g.OW, g.OW, 0, padded_w, stride, out);
         else
           for (int p = 0; p < 2; ++p) std::memset(out + p * stride, 0, sizeof(T) * padded_w);
       }
     }
     for (int64_t vi = 0; vi < nvec; ++vi) {
       const T* s = split + vi * L;
-      V za[3][2];  // A gy, per grad_out column
-      for (int j = 0; j < 2; ++j) {
-        V z[3];
-        a_column(load(s + j * stride), load(s + (2 + j) * stride), z);
-        for (int a = 0; a < 3; ++a) za[a][j] = z[a];
-      }
+      const V gt[2][2] = {{load(s), load(s + stride)}, {load(s + 2 * stride), load(s + 3 * stride)}};
+      V z[3][3];
+      grad_out_transform(gt, z);
       T* out = m + k * ld + plan[vi].dst;
-      for (int a = 0; a < 3; ++a) {  // (A gy) A^T
-        V z[3];
-        a_column(za[a][0], za[a][1], z);
-        for (int b = 0; b < 3; ++b) store(out + (3 * a + b) * ms, permute(z[b], plan[vi].keep));
-      }
+      for (int xi = 0; xi < kXi; ++xi) store(out + xi * ms, permute(z[xi / 3][xi % 3], plan[vi].keep));
     }
   }
 
@@ -290,16 +283,8 @@ void weight_output(const ConvGeom& g, const T* msum, int64_t gi, int64_t k0, T* 
     alignas(32) T out[16][L];
     for (int ph = 0; ph < kPhases; ++ph) {
       V mm[3][3];
-      for (int xi = 0; xi < kXi; ++xi) {
-        const T* src = msum + (xi * kPhases * Cg + kPhases * c + ph) * Kg + k0;
-        if (nk == L) {
-          mm[xi / 3][xi % 3] = load(src);
-        } else {  // the last vector of a row: its lanes past Kg are zero
-          alignas(32) T lanes[L] = {};
-          for (int64_t l = 0; l < nk; ++l) lanes[l] = src[l];
-          mm[xi / 3][xi % 3] = load(lanes);
-        }
-      }
+      for (int xi = 0; xi < kXi; ++xi)  // (the last vector of a row: its lanes past Kg zero)
+        mm[xi / 3][xi % 3] = row_vector(msum + (xi * kPhases * Cg + kPhases * c + ph) * Kg + k0, 0, nk);
       const int r0 = ph / 2, s0 = ph % 2;
       for (int r = 0; r < 2; ++r) {
         V row[3];  // row r of G^T M
@@ -325,7 +310,7 @@ constexpr int64_t kS2WindowBytes = 2 << 20;
 // Forward and adjoint: items (tile rows or images) per task. Each task streams all of U (9 x K x
 // 4 C) through its GEMMs once, so it needs enough tiles to pay for that: with 4x4 kernels on small
 // planes 1 MiB of transforms can be under 20 tiles, and DCGAN G1's 19 MB of U then came from
-// memory at 9 flops per byte. So at least kMinTiles tiles, while that leaves 4 tasks.
+// memory at 9 flops per byte. So at least kMinTiles tiles, while that leaves 2 tasks.
 constexpr int64_t kMinTiles = 128;
 
 inline int64_t s2_task_block(int64_t item_bytes, int64_t tiles_per_item, int64_t items, int64_t groups) {
@@ -448,18 +433,11 @@ void conv_backward_weight_winograd_s2(const ConvGeom& g, const T* gy, const T* x
         for (int64_t tw = 0; tw < tiles_w; ++tw) {
           T* z = zt + ((r - w0) * tiles_w + tw) * KW;
           for (int64_t k = 0; k < KW; k += L) {
-            V za[3][2];  // A gy, per grad_out column
-            for (int j = 0; j < 2; ++j) {
-              const T* top = gyt + (2 * tw + j) * KW + k;
-              V col[3];
-              a_column(load(top), load(top + gyt_row), col);
-              for (int a = 0; a < 3; ++a) za[a][j] = col[a];
-            }
-            for (int a = 0; a < 3; ++a) {  // (A gy) A^T
-              V zr[3];
-              a_column(za[a][0], za[a][1], zr);
-              for (int c = 0; c < 3; ++c) store(z + (3 * a + c) * zs + k, zr[c]);
-            }
+            const T* top = gyt + 2 * tw * KW + k;
+            const V gt[2][2] = {{load(top), load(top + KW)}, {load(top + gyt_row), load(top + gyt_row + KW)}};
+            V zr[3][3];
+            grad_out_transform(gt, zr);
+            for (int xi = 0; xi < kXi; ++xi) store(z + xi * zs + k, zr[xi / 3][xi % 3]);
           }
         }
       }

@@ -166,6 +166,13 @@ void bind_dtype(py::module_& m) {
     py::gil_scoped_release release;
     kernels(T()).conv_backward_weight(g, gy.data(), x.data(), gw.mutable_data(), threads);
   });
+  m.def("conv_backward_weight_nhwc", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x, Arr<T> gw,
+                                        int threads) {
+    const ConvGeom g = conv_geom(geom);
+    if (g.groups != 1) throw py::value_error("gemm_nhwc needs groups == 1");
+    py::gil_scoped_release release;
+    kernels(T()).conv_backward_weight_nhwc(g, gy.data(), x.data(), gw.mutable_data(), threads);
+  });
   m.def("conv_backward_weight_wide", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x, Arr<T> gw,
                                         int threads) {
     const ConvGeom g = conv_geom(geom);

@@ -169,8 +169,120 @@ void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias,
   }
 }
 
+// Backward-weight on the same channel-last copy: the output channels are the GEMM's rows, the
+// columns (tap, channel) its vector columns and the pixels its reduction.
+//
+// gw^T[k][(i S + j) C + c] = sum over pixels p of gy[k][p] * x_t[pixel p's input at tap (i, j)][c].
+// Pixel p's row of that B operand, a segment at a time, is contiguous in x_t, so the micro-kernel
+// reads it in place through a table of the pixels' offsets (RowTable); gy, already pixel-major,
+// is packed into MR-channel panels once per slab of pixels. On small planes this sums over all
+// images' pixels in long runs, where per-image GEMMs (a 3x3 plane has 9 pixels) would mostly pay
+// the C tile's load and store.
+//
+// Tasks: column panels (x groups of output channels when there are few panels); each element of
+// gw is summed by one task over the pixels in order, kPixelBlock at a time: thread-count independent.
+constexpr int64_t kPixelBlock = 128;        // reduction rows per micro-kernel call: a B panel of 16 KiB
+constexpr int64_t kSlabBytes = 8 << 20;     // packed gy per slab of pixels
+// B panels are read in place (pixel rows of x_t) unless they meet this many channel panels: then
+// copied first into a contiguous block, which stays in L1 (x_t's rows, at power-of-two strides
+// when C is one, fall into few L1 sets and evict each other), the copy paid once for them all.
+constexpr int64_t kPackPanels = 12;
+
+template <class T>
+void conv_backward_weight_nhwc(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
+  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;
+  const int64_t P = g.OH * g.OW, RS = g.R * g.S, brows = RS * g.C;
+  if (g.K * brows == 0) return;
+  if (g.N * P == 0) {
+    std::memset(gw, 0, sizeof(T) * g.K * brows);
+    return;
+  }
+  const Layout l = layout(g);
+  const int64_t seg_panels = ceil_div(l.seg_len, NR), panels = l.nseg * seg_panels;
+  const int64_t kpanels = ceil_div(g.K, MR);
+  const int64_t image_elems = l.Hp * l.Wp * g.C;
+  const int64_t chunk = max64(1, min64(g.N, kChunkBytes / int64_t(sizeof(T)) / image_elems));
+  const int64_t slab = min64(chunk * P, max64(kPixelBlock, kSlabBytes / int64_t(sizeof(T)) / (kpanels * MR)));
+  // gw^T in the shared slot; x_t (with a panel's slack: the last panel of a segment reads past it)
+  // in the calling thread's kSlotTile2; packed gy and the pixel offsets in its kSlotTile. Tasks
+  // only read them (to_nhwc's tasks use kSlotPackA).
+  T* gwt = static_cast<T*>(thread_workspace(sizeof(T) * g.K * brows, kSlotShared));
+  T* xt = static_cast<T*>(thread_workspace(sizeof(T) * (chunk * image_elems + NR), kSlotTile2));
+  char* scratch = static_cast<char*>(thread_workspace((sizeof(T) * kpanels * MR + sizeof(int64_t)) * slab, kSlotTile));
+  T* a = reinterpret_cast<T*>(scratch);
+  int64_t* offsets = reinterpret_cast<int64_t*>(scratch + sizeof(T) * kpanels * MR * slab);
+  // A task's block: up to 8 column panels x 16 channel panels. Per pixel block, its gy panels stay
+  // in L2 while each B panel (from L1) meets all of them; halved while there are few tasks.
+  int64_t cgroup = min64(panels, 8), kgroup = min64(kpanels, 16);
+  while (ceil_div(panels, cgroup) * ceil_div(kpanels, kgroup) < 3 * threads && (cgroup > 1 || kgroup > 1))
+    (cgroup >= kgroup ? cgroup : kgroup) = ceil_div(cgroup >= kgroup ? cgroup : kgroup, 2);
+  const int64_t cgroups = ceil_div(panels, cgroup), kgroups = ceil_div(kpanels, kgroup);
+
+  for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
+    const int64_t n1 = min64(n0 + chunk, g.N), pixels = (n1 - n0) * P;
+    to_nhwc(g, l, x, n0, n1, xt, threads);
+    for (int64_t q0 = 0; q0 < pixels; q0 += slab) {
+      const int64_t ps = min64(slab, pixels - q0);
+      {  // pixels counted, not divided out (a division each was as slow as the packing)
+        int64_t n = q0 / P, oh = q0 % P / g.OW, ow = q0 % g.OW;
+        for (int64_t t = 0; t < ps; ++t) {
+          offsets[t] = ((n * l.Hp + oh * g.sh) * l.Wp + ow * g.sw) * g.C;
+          if (++ow == g.OW && (ow = 0, ++oh == g.OH)) oh = 0, ++n;
+        }
+      }
+      parallel_tasks(kpanels, threads, [&](int64_t kp) {  // gy's channels kp MR .. + MR - 1 as [pixel][MR]
+        T* panel = a + kp * MR * ps;
+        for (int64_t i = 0; i < MR; ++i) {
+          const int64_t k = kp * MR + i;
+          for (int64_t t = 0, p = q0; t < ps;) {  // a run of image n's pixels at a time
+            const int64_t n = n0 + p / P, run = min64(ps - t, P - p % P);
+            const T* src = gy + (n * g.K + k) * P + p % P;
+            for (int64_t e = 0; e < run; ++e) panel[(t + e) * MR + i] = k < g.K ? src[e] : T(0);
+            t += run, p += run;
+          }
+        }
+      });
+      const bool first = n0 == 0 && q0 == 0;
+      parallel_tasks(cgroups * kgroups, threads, [&](int64_t task) {
+        const int64_t jp0 = task / kgroups * cgroup, jp1 = min64(jp0 + cgroup, panels);
+        const int64_t kp0 = task % kgroups * kgroup, kp1 = min64(kp0 + kgroup, kpanels);
+        T* panel = static_cast<T*>(thread_workspace(sizeof(T) * kPixelBlock * NR, kSlotPackA));
+        for (int64_t t0 = 0; t0 < ps; t0 += kPixelBlock) {
+          const int64_t kc = min64(kPixelBlock, ps - t0);
+          for (int64_t jp = jp0; jp < jp1; ++jp) {
+            const int64_t s = jp / seg_panels, col = jp % seg_panels * NR;
+            const int64_t i = l.merged_width ? s : s / g.S, j = l.merged_width ? 0 : s % g.S;
+            const T* seg = xt + (i * g.dh * l.Wp + j * g.dw) * g.C + col;  // from a pixel's offset
+            const int nv = static_cast<int>(min64(NR, l.seg_len - col));
+            T* c = gwt + s * l.seg_len + col;
+            const bool acc = !(first && t0 == 0);
+            if (kp1 - kp0 >= kPackPanels) {
+              for (int64_t t = 0; t < kc; ++t) std::memcpy(panel + t * NR, seg + offsets[t0 + t], sizeof(T) * NR);
+              for (int64_t kp = kp0; kp < kp1; ++kp)
+                microkernel_with<T, MR, 2>(kc, PackedPanel<T, MR>{a + (kp * ps + t0) * MR}, panel, NR, c + kp * MR * brows,
+                                           brows, static_cast<int>(min64(MR, g.K - kp * MR)), nv, acc);
+            } else {
+              for (int64_t kp = kp0; kp < kp1; ++kp)
+                microkernel_ab<T, MR, 2>(kc, PackedPanel<T, MR>{a + (kp * ps + t0) * MR}, RowTable<T>{seg, offsets + t0},
+                                         c + kp * MR * brows, brows, static_cast<int>(min64(MR, g.K - kp * MR)), nv, acc);
+            }
+          }
+        }
+      });
+    }
+  }
+  // gw^T[k][tap C + c] -> gw[k][c][tap].
+  parallel_tasks(g.K, threads, [&](int64_t k) {
+    const T* src = gwt + k * brows;
+    T* dst = gw + k * brows;
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t tap = 0; tap < RS; ++tap) dst[c * RS + tap] = src[tap * g.C + c];
+  });
+}
+
 #define FC_INSTANTIATE(T) \
-  template void conv_forward_nhwc<T>(const ConvGeom&, const T*, const T*, const T*, T*, int);
+  template void conv_forward_nhwc<T>(const ConvGeom&, const T*, const T*, const T*, T*, int); \
+  template void conv_backward_weight_nhwc<T>(const ConvGeom&, const T*, const T*, T*, int);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)
 #undef FC_INSTANTIATE

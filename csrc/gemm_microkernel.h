@@ -97,9 +97,25 @@ struct RowPointers {
   T at(int64_t p, int i) const { return rows[i][p]; }
 };
 
-template <class T, int MR, int NV, class A>
-static inline void microkernel_with(int64_t kd, const A a, const T* __restrict B, int64_t ldb, T* __restrict C,
-                                    int64_t ldc, int m_valid, int n_valid, bool accumulate) {
+// B's rows are read through an accessor as well: a row-major matrix (StridedRows, the usual case)
+// or a table of row offsets (RowTable: channel-last pixels as the reduction, one row each).
+template <class T>
+struct StridedRows {
+  const T* __restrict b;
+  int64_t ldb;
+  const T* row(int64_t p) const { return b + p * ldb; }
+};
+
+template <class T>
+struct RowTable {
+  const T* base;
+  const int64_t* offsets;  // row p at base + offsets[p]
+  const T* row(int64_t p) const { return base + offsets[p]; }
+};
+
+template <class T, int MR, int NV, class A, class B>
+static inline void microkernel_ab(int64_t kd, const A a, const B b_rows, T* __restrict C, int64_t ldc, int m_valid,
+                                  int n_valid, bool accumulate) {
   typedef typename Vec<T>::type V;
   constexpr int L = Vec<T>::kLanes;
   V acc[MR][NV];
@@ -109,8 +125,9 @@ static inline void microkernel_with(int64_t kd, const A a, const T* __restrict B
     for (int v = 0; v < NV; ++v) acc[i][v] = V{};
   for (int64_t p = 0; p < kd; ++p) {
     V b[NV];
+    const T* b_row = b_rows.row(p);
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) std::memcpy(&b[v], B + p * ldb + v * L, sizeof(V));
+    for (int v = 0; v < NV; ++v) std::memcpy(&b[v], b_row + v * L, sizeof(V));
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const T ai = a.at(p, i);
@@ -139,6 +156,12 @@ static inline void microkernel_with(int64_t kd, const A a, const T* __restrict B
       for (int j = 0; j < n_valid; ++j) c[j] = accumulate ? c[j] + lanes[j] : lanes[j];
     }
   }
+}
+
+template <class T, int MR, int NV, class A>
+static inline void microkernel_with(int64_t kd, const A a, const T* __restrict B, int64_t ldb, T* __restrict C,
+                                    int64_t ldc, int m_valid, int n_valid, bool accumulate) {
+  microkernel_ab<T, MR, NV>(kd, a, StridedRows<T>{B, ldb}, C, ldc, m_valid, n_valid, accumulate);
 }
 
 template <class T, int MR, int NV>

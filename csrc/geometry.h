@@ -39,7 +39,8 @@ struct KernelTable {
   // Direct sub-pixel kernel for 1-3 grad_x channels per group.
   void (*conv_backward_data_narrow)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
-  // Dot products over wide output rows (conv_wide_weight.cpp).
+  // One group only: a GEMM over channel-last pixels, the pixels its reduction (conv_nhwc.cpp).
+  void (*conv_backward_weight_nhwc)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   void (*conv_backward_data_winograd_f23)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_data_winograd_f43)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight_winograd_f23)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
@@ -48,6 +49,7 @@ struct KernelTable {
   void (*conv_forward_winograd_s2)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
   void (*conv_backward_data_winograd_s2)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight_winograd_s2)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
+  // Dot products over wide output rows (conv_wide_weight.cpp).
   void (*conv_backward_weight_wide)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   // Conv (stride 1, dilation 1, one group) then 2x2 stride-2 max pool, fused (conv_max_pool.cpp):
   // y is the pooled output, where[n][k][i][j] the winning pixel of window (i, j), dh * 2 + dw.

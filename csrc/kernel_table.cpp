@@ -19,6 +19,7 @@ static KernelTable<T> make_table() {
   t.conv_backward_data_col2im = conv_backward_data_col2im<T>;
   t.conv_backward_data_narrow = conv_backward_data_narrow<T>;
   t.conv_backward_weight = conv_backward_weight<T>;
+  t.conv_backward_weight_nhwc = conv_backward_weight_nhwc<T>;
   t.conv_backward_data_winograd_f23 = conv_backward_data_winograd_f23<T>;
   t.conv_backward_data_winograd_f43 = conv_backward_data_winograd_f43<T>;
   t.conv_backward_weight_winograd_f23 = conv_backward_weight_winograd_f23<T>;

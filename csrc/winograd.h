@@ -145,7 +145,11 @@ void to_channel_last(const T* src, int64_t src_stride, int64_t rows, int64_t W, 
   for (int64_t k0 = 0; k0 < rows; k0 += L)
     for (int64_t w0 = 0; w0 < Wd; w0 += L) {
       V r[L];
-      for (int i = 0; i < L; ++i) masked_row_load(src + (k0 + i) * src_stride, w0, W, r[i]);
+      if (w0 + L <= W) {  // (masked loads, slow on this class of machine, only at the row's end)
+        for (int i = 0; i < L; ++i) r[i] = load(src + (k0 + i) * src_stride + w0);
+      } else {
+        for (int i = 0; i < L; ++i) masked_row_load(src + (k0 + i) * src_stride, w0, W, r[i]);
+      }
       transpose(r);
       for (int j = 0; j < L; ++j) store(dst + (w0 + j) * ld + k0, r[j]);
     }

@@ -1,6 +1,7 @@
-"""gemm_nhwc, the cpp backend's GEMM over channel-last pixels: forced on shapes that reach its
+"""gemm_nhwc, the cpp backend's GEMMs over channel-last pixels: forced on shapes that reach their
 edges (pixel panels and blocks, channel tails, several column blocks, strides, dilation,
-padding, chunks of images), as the forward and as the stride-1 backward-data, against the
+padding, chunks of images; for backward-weight also slabs of pixels and both B paths, in place
+and packed), as the forward, the stride-1 backward-data and the backward-weight, against the
 float64 reference; thread counts; the reasons it declines."""
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ NHWC_EDGES = [
     (1, 3, 20, 21, 10, 7, 7, 2, 3, 1),  # a stem: 3 channels, a 7-wide segment of 21
     (1, 520, 3, 3, 7, 3, 3, 1, 1, 1),  # a 3-wide kernel row over 520 channels: several KC blocks
     (2, 512, 66, 66, 8, 1, 1, 1, 0, 1),  # over 16 MiB per image made channel-last: one image a chunk
+    (2, 2, 64, 64, 300, 3, 3, 1, 1, 1),  # backward-weight: 8192 pixels, two slabs; B packed (50 channel panels)
+    (3, 5, 6, 7, 80, 2, 2, 1, 0, 1),  # 90 pixels: one short pixel block; 14 channel panels, the last partial
 ]
 
 
@@ -46,6 +49,8 @@ def test_forced_gemm_nhwc(case, dtype, rng):
         y = fastconv.conv2d(x, wt, b, backend="cpp", **kw)
         gx = fastconv.conv2d_backward(gy, x, wt, b, backend="cpp", needs=(True, False, False), **kw)[0]
         backward_data = cpp.algorithm_for("conv_backward_data", g, dtype).name
+        assert cpp.algorithm_for("conv_backward_weight", g, dtype).name == NAME
+        gw = fastconv.conv2d_backward(gy, x, wt, b, backend="cpp", needs=(False, True, False), **kw)[1]
     assert (backward_data == NAME) == (stride == 1 and np.all(np.array(padding) <= (r - 1) * dilation))
     ax, aw, ab = absolute(x, wt, b)
     assert_within(y, ref(fastconv.conv2d, x, wt, b, **kw), ref(fastconv.conv2d, ax, aw, ab, **kw), c * r * s + 1,
@@ -53,6 +58,10 @@ def test_forced_gemm_nhwc(case, dtype, rng):
     assert_within(gx, ref(fastconv.conv2d_backward, gy, x, wt, b, **kw)[0],
                   ref(fastconv.conv2d_backward, np.abs(gy), ax, aw, ab, **kw)[0], k * r * s, dtype,
                   what=f"{backward_data} backward-data")
+    pixels = n * gy.shape[2] * gy.shape[3]
+    assert_within(gw, ref(fastconv.conv2d_backward, gy, x, wt, b, **kw)[1],
+                  ref(fastconv.conv2d_backward, np.abs(gy), ax, aw, ab, **kw)[1], pixels, dtype,
+                  what=f"{NAME} backward-weight")
 
 
 def test_gemm_nhwc_gives_the_same_bits_at_any_thread_count(rng):
@@ -61,6 +70,15 @@ def test_gemm_nhwc_gives_the_same_bits_at_any_thread_count(rng):
     g = P.conv_params(x, wt, None, 1, 1, 1, 1)[5]
     algo = next(a for a in cpp.ALGORITHMS["conv_forward"] if a.name == NAME)
     assert_same_bits_at_thread_counts(algo, (x, wt, None), g.y_shape, np.float32, g)
+
+
+def test_gemm_nhwc_backward_weight_gives_the_same_bits_at_any_thread_count(rng):
+    x = rng.standard_normal((5, 40, 9, 8)).astype(np.float32)
+    wt = rng.standard_normal((100, 40, 3, 3)).astype(np.float32)
+    g = P.conv_params(x, wt, None, 1, 1, 1, 1)[5]
+    gy = rng.standard_normal(g.y_shape).astype(np.float32)
+    algo = next(a for a in cpp.ALGORITHMS["conv_backward_weight"] if a.name == NAME)
+    assert_same_bits_at_thread_counts(algo, (gy, x), wt.shape, np.float32, g)
 
 
 def test_gemm_nhwc_says_why_it_declines():

@@ -32,7 +32,7 @@ from .._params import ConvGeometry
 
 # Part of the autotune cache key: raised when a kernel changes enough that choices made
 # before should be timed again.
-TUNING_REVISION = 7
+TUNING_REVISION = 8
 
 
 @dataclass(frozen=True)
@@ -278,6 +278,8 @@ def make_tables(C, geom):
                   lambda gy, x, gw, g, t: C.conv_backward_weight_winograd_f43(geom(g), gy, x, gw, t)),
         Algorithm("winograd_s2", _winograd_s2_accepts,
                   lambda gy, x, gw, g, t: C.conv_backward_weight_winograd_s2(geom(g), gy, x, gw, t)),
+        Algorithm("gemm_nhwc", _nhwc_accepts,
+                  lambda gy, x, gw, g, t: C.conv_backward_weight_nhwc(geom(g), gy, x, gw, t)),
         Algorithm("dot_wide", _dot_wide_accepts,
                   lambda gy, x, gw, g, t: C.conv_backward_weight_wide(geom(g), gy, x, gw, t)),
         Algorithm("implicit_gemm", _always,

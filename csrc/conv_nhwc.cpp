@@ -33,12 +33,18 @@ constexpr int64_t kMaxPixels = 192;
 constexpr int64_t kLargeB = 2 << 20;       // bytes of B above which a task takes kMaxPixels
 constexpr int64_t kChannelBlock = 64;      // output channels per task
 constexpr int64_t kChunkBytes = 16 << 20;  // x_t per chunk of images
+// A reduction of up to kFusedRows rows over at most kMaxSegments segments is summed in registers in
+// one go: with few channels (a 3-channel first layer has 4-7 segments of 12-21) storing and
+// reloading the C tile after each segment cost more than the segment's multiply-adds.
+constexpr int64_t kFusedRows = 512;
+constexpr int64_t kMaxSegments = 64;
 
 struct Layout {
   int64_t Hp, Wp;          // x_t's padded plane; input (ih, iw) at (ih + ph, iw + pw)
   int64_t seg_len, nseg;   // reduction segments: contiguous runs of x_t (and of B's rows)
   bool merged_width;       // a segment is a whole kernel row (dilation 1 along the width)
   int64_t kc;              // rows of B per micro-kernel call: a segment cut into equal blocks
+  bool fused;              // the whole reduction is short: all segments summed in registers at once
 };
 
 Layout layout(const ConvGeom& g) {
@@ -51,7 +57,14 @@ Layout layout(const ConvGeom& g) {
   // Up to 512: the C tile is loaded and stored once per block (at 128 that was a fifth of the time
   // on layer4); B's block, 32 KiB a panel, is read from L2.
   l.kc = ceil_div(l.seg_len, ceil_div(l.seg_len, 512));
+  l.fused = l.nseg > 1 && l.nseg <= kMaxSegments && l.nseg * l.seg_len <= kFusedRows;
   return l;
+}
+
+// Where segment s of a pixel's reduction starts in x_t, from the pixel's base.
+int64_t segment_offset(const ConvGeom& g, const Layout& l, int64_t s) {
+  const int64_t i = l.merged_width ? s : s / g.S, j = l.merged_width ? 0 : s % g.S;
+  return (i * g.dh * l.Wp + j * g.dw) * g.C;
 }
 
 // Images [n0, n1) of x into x_t (padding zero).
@@ -107,6 +120,27 @@ void weights_tap_major(const ConvGeom& g, const T* w, T* b, int64_t panels, int 
   });
 }
 
+// dst[k * ld_dst + e] = src[e * ld_src + k] + bias[k] (bias may be null) for e < m, k < n: L x L
+// blocks transposed in registers (one element at a time, the strided reads were a third of a
+// 3-channel layer's time), the edges one by one.
+template <class T>
+void store_transposed(const T* src, int64_t ld_src, int64_t m, int64_t n, const T* bias, T* dst, int64_t ld_dst) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes;
+  const int64_t mf = m / L * L, nf = n / L * L;
+  for (int64_t k0 = 0; k0 < nf; k0 += L)
+    for (int64_t e0 = 0; e0 < mf; e0 += L) {
+      V v[L];
+      for (int a = 0; a < L; ++a) v[a] = load(src + (e0 + a) * ld_src + k0);
+      transpose(v);
+      for (int b = 0; b < L; ++b) store(dst + (k0 + b) * ld_dst + e0, v[b] + (bias ? bias[k0 + b] : T(0)));
+    }
+  for (int64_t k = 0; k < n; ++k) {
+    const T bk = bias ? bias[k] : T(0);
+    for (int64_t e = k < nf ? mf : 0; e < m; ++e) dst[k * ld_dst + e] = src[e * ld_src + k] + bk;
+  }
+}
+
 }  // namespace
 
 template <class T>
@@ -139,7 +173,25 @@ void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias,
         const int64_t p = p0 + t, n = p / P, oh = p % P / g.OW, ow = p % g.OW;
         base[t] = xt + ((n * l.Hp + oh * g.sh) * l.Wp + ow * g.sw) * g.C;
       }
-      for (int64_t s = 0; s < l.nseg; ++s) {
+      if (l.fused) {  // all segments summed in registers: one store per output
+        int64_t offsets[kMaxSegments];
+        for (int64_t s = 0; s < l.nseg; ++s) offsets[s] = segment_offset(g, l, s);
+        for (int64_t jj = 0; jj < nj; jj += NR) {
+          const T* bp = b + (j0 + jj) / NR * brows * NR;
+          for (int64_t t = 0; t < np; t += MR) {
+            VecOf<T> acc[MR][2];
+            tile_zero<T, MR, 2>(acc);
+            for (int64_t s = 0; s < l.nseg; ++s) {
+              RowPointers<T, MR> a;
+              for (int r = 0; r < MR; ++r) a.rows[r] = base[min64(t + r, np - 1)] + offsets[s];
+              tile_accumulate<T, MR, 2>(acc, l.seg_len, a, StridedRows<T>{bp + s * l.seg_len * NR, NR});
+            }
+            tile_store<T, MR, 2>(acc, out + t * kChannelBlock + jj, kChannelBlock, static_cast<int>(min64(MR, np - t)),
+                                 static_cast<int>(min64(NR, nj - jj)), false);
+          }
+        }
+      }
+      for (int64_t s = 0; s < (l.fused ? 0 : l.nseg); ++s) {
         const int64_t i = l.merged_width ? s : s / g.S, j = l.merged_width ? 0 : s % g.S;
         const int64_t offset = (i * g.dh * l.Wp + j * g.dw) * g.C;  // in x_t, from a pixel's base
         const T* bs = b + s * l.seg_len * NR;  // the segment's rows, in panel 0
@@ -156,14 +208,13 @@ void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias,
             }
         }
       }
-      // Y^T's block back to NCHW, plus the bias: along each output channel's pixels.
-      for (int64_t k = j0; k < j0 + nj; ++k) {
-        const T bk = bias ? bias[k] : T(0);
-        const T* src = out + (k - j0);
-        for (int64_t t = 0; t < np; ++t) {
-          const int64_t p = p0 + t, n = n0 + p / P;
-          y[(n * g.K + k) * P + p % P] = src[t * kChannelBlock] + bk;
-        }
+      // Y^T's block back to NCHW, plus the bias: a run of one image's pixels at a time, along each
+      // output channel's pixels.
+      for (int64_t t = 0, p = p0; t < np;) {
+        const int64_t run = min64(np - t, P - p % P);
+        store_transposed(out + t * kChannelBlock, kChannelBlock, run, nj, bias ? bias + j0 : nullptr,
+                         y + ((n0 + p / P) * g.K + j0) * P + p % P, P);
+        t += run, p += run;
       }
     });
   }

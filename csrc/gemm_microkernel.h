@@ -113,16 +113,14 @@ struct RowTable {
   const T* row(int64_t p) const { return base + offsets[p]; }
 };
 
+// The micro-kernel in two steps, so a caller can sum several runs of the reduction (segments
+// that are not one strided matrix) in the same registers: acc += A[:, 0:kd] * B[0:kd, :], then
+// C (+)= acc for the valid corner.
 template <class T, int MR, int NV, class A, class B>
-static inline void microkernel_ab(int64_t kd, const A a, const B b_rows, T* __restrict C, int64_t ldc, int m_valid,
-                                  int n_valid, bool accumulate) {
+__attribute__((always_inline)) static inline void tile_accumulate(VecOf<T> (&acc)[MR][NV], int64_t kd, const A a,
+                                                                  const B b_rows) {
   typedef typename Vec<T>::type V;
   constexpr int L = Vec<T>::kLanes;
-  V acc[MR][NV];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) acc[i][v] = V{};
   for (int64_t p = 0; p < kd; ++p) {
     V b[NV];
     const T* b_row = b_rows.row(p);
@@ -135,6 +133,21 @@ static inline void microkernel_ab(int64_t kd, const A a, const B b_rows, T* __re
       for (int v = 0; v < NV; ++v) acc[i][v] += b[v] * ai;  // vector * scalar: a broadcast
     }
   }
+}
+
+template <class T, int MR, int NV>
+__attribute__((always_inline)) static inline void tile_zero(VecOf<T> (&acc)[MR][NV]) {
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[i][v] = VecOf<T>{};
+}
+
+template <class T, int MR, int NV>
+__attribute__((always_inline)) static inline void tile_store(VecOf<T> (&acc)[MR][NV], T* __restrict C, int64_t ldc,
+                                                             int m_valid, int n_valid, bool accumulate) {
+  typedef typename Vec<T>::type V;
+  constexpr int L = Vec<T>::kLanes;
   if (m_valid == MR && n_valid == NV * L) {
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
@@ -156,6 +169,15 @@ static inline void microkernel_ab(int64_t kd, const A a, const B b_rows, T* __re
       for (int j = 0; j < n_valid; ++j) c[j] = accumulate ? c[j] + lanes[j] : lanes[j];
     }
   }
+}
+
+template <class T, int MR, int NV, class A, class B>
+static inline void microkernel_ab(int64_t kd, const A a, const B b_rows, T* __restrict C, int64_t ldc, int m_valid,
+                                  int n_valid, bool accumulate) {
+  VecOf<T> acc[MR][NV];
+  tile_zero<T, MR, NV>(acc);
+  tile_accumulate<T, MR, NV>(acc, kd, a, b_rows);
+  tile_store<T, MR, NV>(acc, C, ldc, m_valid, n_valid, accumulate);
 }
 
 template <class T, int MR, int NV, class A>

@@ -8,6 +8,7 @@ Pool.h), which is the oracle for every edge case.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from dataclasses import dataclass
@@ -34,7 +35,9 @@ class _Fields:
     (geometries are built and flattened on every call, so this is on the hot path)."""
 
     def values(self):
-        return [getattr(self, name) for name in self.__dataclass_fields__]
+        # The instance dict holds exactly the fields, in declaration order (dataclass __init__
+        # sets them in order; nothing else is stored on a geometry).
+        return list(self.__dict__.values())
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def _batched(name, x, xp):
 
 
 def check_output_size(op, shape, dtype):
-    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    nbytes = math.prod(int(v) for v in shape) * np.dtype(dtype).itemsize  # Python ints: no overflow
     if nbytes > MAX_ARRAY_BYTES:
         raise MemoryError(
             f"{op}: the output of shape {tuple(shape)} ({nbytes / 2**30:.1f} GiB) cannot be allocated"

@@ -42,7 +42,7 @@ def _pool_threads(g):
 
 
 def _geom(g):
-    values = [int(v) for v in g.values()]
+    values = g.values()  # ints already (the geometries are built from int())
     return values + [0] * (16 - len(values))
 
 

@@ -190,22 +190,22 @@ void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias,
                                  static_cast<int>(min64(NR, nj - jj)), false);
           }
         }
-      }
-      for (int64_t s = 0; s < (l.fused ? 0 : l.nseg); ++s) {
-        const int64_t i = l.merged_width ? s : s / g.S, j = l.merged_width ? 0 : s % g.S;
-        const int64_t offset = (i * g.dh * l.Wp + j * g.dw) * g.C;  // in x_t, from a pixel's base
-        const T* bs = b + s * l.seg_len * NR;  // the segment's rows, in panel 0
-        for (int64_t k0 = 0; k0 < l.seg_len; k0 += l.kc) {
-          const int64_t kc = min64(l.kc, l.seg_len - k0);
-          const bool acc = s > 0 || k0 > 0;
-          for (int64_t jj = 0; jj < nj; jj += NR)
-            for (int64_t t = 0; t < np; t += MR) {
-              RowPointers<T, MR> a;
-              for (int r = 0; r < MR; ++r) a.rows[r] = base[min64(t + r, np - 1)] + offset + k0;
-              microkernel_with<T, MR, 2>(kc, a, bs + ((j0 + jj) / NR * brows + k0) * NR, NR, out + t * kChannelBlock + jj,
-                                         kChannelBlock, static_cast<int>(min64(MR, np - t)),
-                                         static_cast<int>(min64(NR, nj - jj)), acc);
-            }
+      } else {
+        for (int64_t s = 0; s < l.nseg; ++s) {
+          const int64_t offset = segment_offset(g, l, s);
+          const T* bs = b + s * l.seg_len * NR;  // the segment's rows, in panel 0
+          for (int64_t k0 = 0; k0 < l.seg_len; k0 += l.kc) {
+            const int64_t kc = min64(l.kc, l.seg_len - k0);
+            const bool acc = s > 0 || k0 > 0;
+            for (int64_t jj = 0; jj < nj; jj += NR)
+              for (int64_t t = 0; t < np; t += MR) {
+                RowPointers<T, MR> a;
+                for (int r = 0; r < MR; ++r) a.rows[r] = base[min64(t + r, np - 1)] + offset + k0;
+                microkernel_with<T, MR, 2>(kc, a, bs + ((j0 + jj) / NR * brows + k0) * NR, NR, out + t * kChannelBlock + jj,
+                                           kChannelBlock, static_cast<int>(min64(MR, np - t)),
+                                           static_cast<int>(min64(NR, nj - jj)), acc);
+              }
+          }
         }
       }
       // Y^T's block back to NCHW, plus the bias: a run of one image's pixels at a time, along each
@@ -232,7 +232,7 @@ void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias,
 //
 // Tasks: column panels (x groups of output channels when there are few panels); each element of
 // gw is summed by one task over the pixels in order, kPixelBlock at a time: thread-count independent.
-constexpr int64_t kPixelBlock = 128;        // reduction rows per micro-kernel call: a B panel of 16 KiB
+constexpr int64_t kPixelBlock = 128;        // reduction rows per micro-kernel call: a B panel of 8 KiB
 constexpr int64_t kSlabBytes = 8 << 20;     // packed gy per slab of pixels
 // B panels are read in place (pixel rows of x_t) unless they meet this many channel panels: then
 // copied first into a contiguous block, which stays in L1 (x_t's rows, at power-of-two strides
@@ -302,8 +302,7 @@ void conv_backward_weight_nhwc(const ConvGeom& g, const T* gy, const T* x, T* gw
           const int64_t kc = min64(kPixelBlock, ps - t0);
           for (int64_t jp = jp0; jp < jp1; ++jp) {
             const int64_t s = jp / seg_panels, col = jp % seg_panels * NR;
-            const int64_t i = l.merged_width ? s : s / g.S, j = l.merged_width ? 0 : s % g.S;
-            const T* seg = xt + (i * g.dh * l.Wp + j * g.dw) * g.C + col;  // from a pixel's offset
+            const T* seg = xt + segment_offset(g, l, s) + col;  // from a pixel's offset
             const int nv = static_cast<int>(min64(NR, l.seg_len - col));
             T* c = gwt + s * l.seg_len + col;
             const bool acc = !(first && t0 == 0);

@@ -61,6 +61,18 @@ Layout layout(const ConvGeom& g) {
   return l;
 }
 
+// out[t] = where pixel p0 + t of the chunk (image, oh, ow) reads its first input element (tap 0, 0;
+// channel 0) in x_t, for t < count. Counted, not divided out: a division each was as slow as
+// packing gy.
+void pixel_offsets(const ConvGeom& g, const Layout& l, int64_t p0, int64_t count, int64_t* out) {
+  const int64_t P = g.OH * g.OW;
+  int64_t n = p0 / P, oh = p0 % P / g.OW, ow = p0 % g.OW;
+  for (int64_t t = 0; t < count; ++t) {
+    out[t] = ((n * l.Hp + oh * g.sh) * l.Wp + ow * g.sw) * g.C;
+    if (++ow == g.OW && (ow = 0, ++oh == g.OH)) oh = 0, ++n;
+  }
+}
+
 // Where segment s of a pixel's reduction starts in x_t, from the pixel's base.
 int64_t segment_offset(const ConvGeom& g, const Layout& l, int64_t s) {
   const int64_t i = l.merged_width ? s : s / g.S, j = l.merged_width ? 0 : s % g.S;
@@ -168,11 +180,8 @@ void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias,
       const int64_t p0 = task / kblocks * pblock, np = min64(pblock, pixels - p0);
       const int64_t j0 = task % kblocks * kChannelBlock, nj = min64(kChannelBlock, g.K - j0);
       T* out = static_cast<T*>(thread_workspace(sizeof(T) * (kMaxPixels + MR) * kChannelBlock, kSlotTile));
-      const T* base[kMaxPixels + MR];  // each pixel's first input element (tap 0, 0; channel 0) in x_t
-      for (int64_t t = 0; t < np; ++t) {
-        const int64_t p = p0 + t, n = p / P, oh = p % P / g.OW, ow = p % g.OW;
-        base[t] = xt + ((n * l.Hp + oh * g.sh) * l.Wp + ow * g.sw) * g.C;
-      }
+      int64_t pixel[kMaxPixels + MR];  // each pixel's first input element (tap 0, 0; channel 0) in x_t
+      pixel_offsets(g, l, p0, np, pixel);
       if (l.fused) {  // all segments summed in registers: one store per output
         int64_t offsets[kMaxSegments];
         for (int64_t s = 0; s < l.nseg; ++s) offsets[s] = segment_offset(g, l, s);
@@ -183,7 +192,7 @@ void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias,
             tile_zero<T, MR, 2>(acc);
             for (int64_t s = 0; s < l.nseg; ++s) {
               RowPointers<T, MR> a;
-              for (int r = 0; r < MR; ++r) a.rows[r] = base[min64(t + r, np - 1)] + offsets[s];
+              for (int r = 0; r < MR; ++r) a.rows[r] = xt + pixel[min64(t + r, np - 1)] + offsets[s];
               tile_accumulate<T, MR, 2>(acc, l.seg_len, a, StridedRows<T>{bp + s * l.seg_len * NR, NR});
             }
             tile_store<T, MR, 2>(acc, out + t * kChannelBlock + jj, kChannelBlock, static_cast<int>(min64(MR, np - t)),
@@ -200,7 +209,7 @@ void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias,
             for (int64_t jj = 0; jj < nj; jj += NR)
               for (int64_t t = 0; t < np; t += MR) {
                 RowPointers<T, MR> a;
-                for (int r = 0; r < MR; ++r) a.rows[r] = base[min64(t + r, np - 1)] + offset + k0;
+                for (int r = 0; r < MR; ++r) a.rows[r] = xt + pixel[min64(t + r, np - 1)] + offset + k0;
                 microkernel_with<T, MR, 2>(kc, a, bs + ((j0 + jj) / NR * brows + k0) * NR, NR, out + t * kChannelBlock + jj,
                                            kChannelBlock, static_cast<int>(min64(MR, np - t)),
                                            static_cast<int>(min64(NR, nj - jj)), acc);
@@ -265,8 +274,10 @@ void conv_backward_weight_nhwc(const ConvGeom& g, const T* gy, const T* x, T* gw
   // A task's block: up to 8 column panels x 16 channel panels. Per pixel block, its gy panels stay
   // in L2 while each B panel (from L1) meets all of them; halved while there are few tasks.
   int64_t cgroup = min64(panels, 8), kgroup = min64(kpanels, 16);
-  while (ceil_div(panels, cgroup) * ceil_div(kpanels, kgroup) < 3 * threads && (cgroup > 1 || kgroup > 1))
-    (cgroup >= kgroup ? cgroup : kgroup) = ceil_div(cgroup >= kgroup ? cgroup : kgroup, 2);
+  while (ceil_div(panels, cgroup) * ceil_div(kpanels, kgroup) < 3 * threads && (cgroup > 1 || kgroup > 1)) {
+    int64_t& larger = cgroup >= kgroup ? cgroup : kgroup;
+    larger = ceil_div(larger, 2);
+  }
   const int64_t cgroups = ceil_div(panels, cgroup), kgroups = ceil_div(kpanels, kgroup);
 
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
@@ -274,13 +285,7 @@ void conv_backward_weight_nhwc(const ConvGeom& g, const T* gy, const T* x, T* gw
     to_nhwc(g, l, x, n0, n1, xt, threads);
     for (int64_t q0 = 0; q0 < pixels; q0 += slab) {
       const int64_t ps = min64(slab, pixels - q0);
-      {  // pixels counted, not divided out (a division each was as slow as the packing)
-        int64_t n = q0 / P, oh = q0 % P / g.OW, ow = q0 % g.OW;
-        for (int64_t t = 0; t < ps; ++t) {
-          offsets[t] = ((n * l.Hp + oh * g.sh) * l.Wp + ow * g.sw) * g.C;
-          if (++ow == g.OW && (ow = 0, ++oh == g.OH)) oh = 0, ++n;
-        }
-      }
+      pixel_offsets(g, l, q0, ps, offsets);
       parallel_tasks(kpanels, threads, [&](int64_t kp) {  // gy's channels kp MR .. + MR - 1 as [pixel][MR]
         T* panel = a + kp * MR * ps;
         for (int64_t i = 0; i < MR; ++i) {
@@ -306,15 +311,16 @@ void conv_backward_weight_nhwc(const ConvGeom& g, const T* gy, const T* x, T* gw
             const int nv = static_cast<int>(min64(NR, l.seg_len - col));
             T* c = gwt + s * l.seg_len + col;
             const bool acc = !(first && t0 == 0);
+            auto channel_panels = [&](auto b_rows) {
+              for (int64_t kp = kp0; kp < kp1; ++kp)
+                microkernel_ab<T, MR, 2>(kc, PackedPanel<T, MR>{a + (kp * ps + t0) * MR}, b_rows, c + kp * MR * brows, brows,
+                                         static_cast<int>(min64(MR, g.K - kp * MR)), nv, acc);
+            };
             if (kp1 - kp0 >= kPackPanels) {
               for (int64_t t = 0; t < kc; ++t) std::memcpy(panel + t * NR, seg + offsets[t0 + t], sizeof(T) * NR);
-              for (int64_t kp = kp0; kp < kp1; ++kp)
-                microkernel_with<T, MR, 2>(kc, PackedPanel<T, MR>{a + (kp * ps + t0) * MR}, panel, NR, c + kp * MR * brows,
-                                           brows, static_cast<int>(min64(MR, g.K - kp * MR)), nv, acc);
+              channel_panels(StridedRows<T>{panel, NR});
             } else {
-              for (int64_t kp = kp0; kp < kp1; ++kp)
-                microkernel_ab<T, MR, 2>(kc, PackedPanel<T, MR>{a + (kp * ps + t0) * MR}, RowTable<T>{seg, offsets + t0},
-                                         c + kp * MR * brows, brows, static_cast<int>(min64(MR, g.K - kp * MR)), nv, acc);
+              channel_panels(RowTable<T>{seg, offsets + t0});
             }
           }
         }

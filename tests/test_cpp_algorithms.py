@@ -225,6 +225,10 @@ WIDE_EDGES = [
     (3, 2, 3, 3, 2, 3, 3, 1, 0, 1),  # one output pixel per image
     (1, 1, 5, 5, 1, 5, 5, 1, 2, 1),  # one channel each way
     (1, 8, 6, 5, 100, 3, 3, 2, 1, 1),  # few pixels, many channels: tasks split the output channels
+    # B read in place and C written into y (one image per task, whole NR-wide panels per row):
+    (1, 3, 20, 32, 5, 3, 3, 1, 1, 1),  # two row blocks, a short channel panel
+    (1, 40, 5, 16, 7, 3, 3, 1, 1, 1),  # 360 patch rows: two KC blocks, the bias added once
+    (2, 4, 6, 18, 6, 3, 3, 2, 0, 1),  # groups, blocks of rows split until there are 8 tasks
 ]
 
 
@@ -362,6 +366,8 @@ STRIDED_WIDE_EDGES = [
     (1, 2, 17, 19, 3, 3, 2, 3, (0, 1), (2, 4), 1),  # dilation next to stride
     (3, 2, 8, 8, 4, 7, 7, 2, 3, 1, 1),  # ResNet's stem
     (1, 2, 7, 67, 3, 3, 3, 2, (1, 2), 1, 1),  # long rows: the stride-2 phase split by vectors
+    (2, 3, 64, 32, 8, 4, 4, 2, 1, 1, 1),  # DCGAN's D1 rows (16 wide): B read in place, C written to y
+    (1, 3, 40, 64, 7, 7, 7, 2, 3, 1, 1),  # ResNet's stem, 32-wide rows: in place
 ]
 
 

@@ -271,6 +271,28 @@ def test_forced_implicit_gemm_wide_transposed_conv(rng):
                   what="implicit_gemm_wide conv_transpose2d")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_implicit_gemm_wide_streams_a_large_output_aligned_or_not(dtype, rng):
+    """An 8 MiB output (the streaming threshold) written with streaming stores into the 64-byte
+    aligned result conv2d allocates, and with ordinary ones into a misaligned one: same bits."""
+    k = 64 // np.dtype(dtype).itemsize  # 8 MiB of output
+    x = rng.standard_normal((1, 2, 256, 512)).astype(dtype)
+    wt = rng.standard_normal((k, 2, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    with cpp_algorithms.force("implicit_gemm_wide"):
+        y = fastconv.conv2d(x, wt, b, padding=1, backend="cpp")
+    assert y.nbytes == 8 << 20 and y.ctypes.data % 64 == 0
+    assert_within(y, ref(fastconv.conv2d, x, wt, b, padding=1), ref(fastconv.conv2d, *absolute(x, wt, b), padding=1),
+                  2 * 9, dtype, what="implicit_gemm_wide streamed forward")
+    g = P.conv_params(x, wt, b, 1, 1, 1, 1)[5]
+    buf = np.empty(y.size + 8, dtype)
+    start = next(i for i in range(8) if (buf.ctypes.data + i * buf.itemsize) % 32 == 16)
+    misaligned = buf[start:start + y.size].reshape(y.shape)
+    algo = next(a for a in cpp.ALGORITHMS["conv_forward"] if a.name == "implicit_gemm_wide")
+    algo.run(x, wt, b, misaligned, g, 2)
+    assert np.array_equal(misaligned, y)
+
+
 DOT_WIDE_EDGES = WIDE_EDGES + [
     (40, 16, 30, 30, 16, 3, 3, 1, 0, 1),  # several chunks: grad_w is stored, then added to
     (1, 2, 700, 3, 4, 3, 3, 1, 1, 1),  # several row blocks per image

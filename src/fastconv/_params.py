@@ -166,11 +166,18 @@ def check_output_size(op, shape, dtype):
         )
 
 
-def empty(xp, op, shape, dtype):
+def empty(xp, op, shape, dtype, align=0):
     """Allocate a result (its size was checked before any kernel ran), turning allocation
-    failure into a clear MemoryError."""
+    failure into a clear MemoryError. With align, a NumPy result starts on an align-byte
+    boundary (a view into a slightly longer buffer): kernels stream large outputs to memory
+    with stores that need 32-byte alignment, and malloc gives 16."""
     try:
-        return xp.empty(shape, dtype=dtype)
+        if not align:
+            return xp.empty(shape, dtype=dtype)
+        size, itemsize = math.prod(shape), xp.dtype(dtype).itemsize
+        buf = xp.empty(size * itemsize + align, dtype=xp.uint8)
+        start = -buf.ctypes.data % align
+        return buf[start:start + size * itemsize].view(dtype).reshape(shape)
     except (MemoryError, ValueError) as e:
         raise MemoryError(f"{op}: the output of shape {tuple(shape)} cannot be allocated ({e})") from None
 

@@ -72,9 +72,11 @@ def bias_grad(gy):
 
 
 def conv_forward(x, w, bias, g):
-    y = P.empty(np, "conv2d", g.y_shape, x.dtype)
+    # 64-byte aligned (here and for the tuner's scratch): large outputs are streamed to memory.
+    y = P.empty(np, "conv2d", g.y_shape, x.dtype, align=64)
     threads = _conv_threads(g)
-    algo = algorithm_for("conv_forward", g, x.dtype, lambda: (x, w, bias, np.empty_like(y), g, threads))
+    algo = algorithm_for("conv_forward", g, x.dtype,
+                         lambda: (x, w, bias, P.empty(np, "conv2d", g.y_shape, x.dtype, align=64), g, threads))
     algo.run(x, w, bias, y, g, threads)
     return y
 

@@ -76,6 +76,12 @@ void bind_dtype(py::module_& m) {
     py::gil_scoped_release release;
     kernels(T()).conv_forward_wide(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
   });
+  m.def("conv_forward_1x1", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w, std::optional<Arr<T>> bias,
+                               Arr<T> y, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    py::gil_scoped_release release;
+    kernels(T()).conv_forward_1x1(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
+  });
   m.def("conv_forward_depthwise", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w,
                                      std::optional<Arr<T>> bias, Arr<T> y, int threads) {
     const ConvGeom g = conv_geom(geom);

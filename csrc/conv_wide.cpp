@@ -15,9 +15,9 @@
 #include <cstring>
 
 #include "gather.h"
+#include "gemm_direct.h"
 #include "gemm_microkernel.h"
 #include "kernels.h"
-#include "stream_store.h"
 #include "tasks.h"
 #include "wide.h"
 #include "workspace.h"
@@ -36,43 +36,6 @@ struct SlabRows {
   const T* row(int64_t p) const { return taps[p] + offset; }
 };
 
-// C = A * B + bias for one image's block of output rows whose every NR-column panel is one
-// run of the slab (OW a multiple of NR): the micro-kernel reads B in place, a panel's taps
-// spanning a few KiB of slab (in L1), and writes C straight into y (ldc apart), the bias in the
-// first reduction block's accumulators. The packed path below copies every panel first and
-// copies the result tile out after; on the 3-channel first layers (ResNet's 7x7 stem, DCGAN's
-// D1), where each output element takes 48-147 multiply-adds, those copies were a fifth of the time.
-template <class T>
-void gemm_in_place(int64_t m, int64_t n, int64_t kd, const T* a_packed, const T* const* taps, int64_t OW, int64_t Wp,
-                   const T* bias, T* y, int64_t ldc, bool stream) {
-  constexpr int MR = MicroTile<T>::MR;
-  constexpr int64_t NR = MicroTile<T>::NR;
-  constexpr int L = Vec<T>::kLanes;
-  const int64_t KC = kc_block(kd);
-  stream = stream && KC == kd && stream_aligned(y) && (ldc * sizeof(T)) % 32 == 0;
-  for (int64_t k0 = 0; k0 < kd; k0 += KC) {
-    const int64_t kc = min64(KC, kd - k0);
-    for (int64_t j = 0; j < n; j += NR) {
-      const SlabRows<T> b{taps + k0, (j / OW) * Wp + j % OW};
-      for (int64_t i = 0; i < m; i += MR) {
-        const int mv = static_cast<int>(min64(MR, m - i));
-        VecOf<T> acc[MR][2];
-        for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = VecOf<T>{} + (k0 == 0 && bias && r < mv ? bias[i + r] : T(0));
-        tile_accumulate<T, MR, 2>(acc, kc, PackedPanel<T, MR>{a_packed + i * kd + k0 * MR}, b);
-        if (stream && mv == MR && n - j >= NR) {
-#pragma GCC unroll 8
-          for (int r = 0; r < MR; ++r) {
-            stream_vector(y + (i + r) * ldc + j, acc[r][0]);
-            stream_vector(y + (i + r) * ldc + j + L, acc[r][1]);
-          }
-        } else {
-          tile_store<T, MR, 2>(acc, y + i * ldc + j, ldc, mv, static_cast<int>(min64(NR, n - j)), k0 > 0);
-        }
-      }
-    }
-  }
-  if (stream) stream_fence();
-}
 }  // namespace
 
 template <class T>
@@ -133,9 +96,13 @@ void conv_forward_wide(const ConvGeom& g, const T* x, const T* w, const T* bias,
           patch_rows[(c * g.R + r) * g.S + s] = slab + c * channel_stride + tap_offset(g, Wp, phase_stride, r, s);
     const T* packed_a = packed_w + gi * per_group + k0 * rows;  // k0 is a multiple of MR: a panel boundary
     if (ni == 1 && g.OW % NR == 0) {
-      gemm_in_place<T>(nk, columns, rows, packed_a, patch_rows, g.OW, Wp, bias ? bias + gi * Kg + k0 : nullptr,
-                       y + ((n0 * g.K + gi * Kg + k0) * g.OH + oh0) * g.OW, g.OH * g.OW,
-                       g.N * g.K * g.OH * g.OW * int64_t(sizeof(T)) >= kStreamBytes);
+      // Every NR-column panel is one run of the slab: B is read in place, C written into y.
+      const auto b_panel = [&](int64_t j, int64_t k, int64_t) {
+        return SlabRows<T>{patch_rows + k, (j / g.OW) * Wp + j % g.OW};
+      };
+      gemm_direct<T>(nk, columns, rows, packed_a, b_panel, bias ? bias + gi * Kg + k0 : nullptr,
+                     y + ((n0 * g.K + gi * Kg + k0) * g.OH + oh0) * g.OW, g.OH * g.OW,
+                     g.N * g.K * g.OH * g.OW * int64_t(sizeof(T)) >= kStreamBytes);
       return;
     }
     int64_t* seg_src = reinterpret_cast<int64_t*>(tables + sizeof(T*) * rows);

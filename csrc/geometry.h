@@ -24,6 +24,8 @@ struct KernelTable {
   void (*conv_forward)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
   // A GEMM over wide output rows (conv_wide.cpp).
   void (*conv_forward_wide)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
+  // 1x1 kernels at stride 1 without padding only: a GEMM on the NCHW arrays (conv_1x1.cpp).
+  void (*conv_forward_1x1)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
   // One group only: a GEMM over channel-last pixels (conv_nhwc.cpp).
   void (*conv_forward_nhwc)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
   // Depthwise (groups = C = K) only, direct (conv_depthwise.cpp).

@@ -11,6 +11,7 @@ static KernelTable<T> make_table() {
   t.conv_forward_wide = conv_forward_wide<T>;
   t.conv_forward_winograd_f23 = conv_forward_winograd_f23<T>;
   t.conv_forward_winograd_f43 = conv_forward_winograd_f43<T>;
+  t.conv_forward_1x1 = conv_forward_1x1<T>;
   t.conv_forward_nhwc = conv_forward_nhwc<T>;
   t.conv_forward_depthwise = conv_forward_depthwise<T>;
   t.conv_backward_data_depthwise = conv_backward_data_depthwise<T>;

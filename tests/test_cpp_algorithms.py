@@ -106,7 +106,7 @@ def test_explain_says_why_an_algorithm_declines():
     reasons = dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], g))
     assert reasons == {"depthwise_direct": "not depthwise (groups 1, 8 in / 8 out channels)",
                        "winograd_f23": "stride is not 1", "winograd_f43": "stride is not 1",
-                       "winograd_s2": "kernel 3x3 is not 4x4", "gemm_nhwc": None, "implicit_gemm_wide": None,
+                       "winograd_s2": "kernel 3x3 is not 4x4", "gemm_1x1": "kernel 3x3 is not 1x1", "gemm_nhwc": None, "implicit_gemm_wide": None,
                        "implicit_gemm": None}
     assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_backward_data"], g))["implicit_gemm_wide"] == \
         "stride 2x2 is not 1"

@@ -162,6 +162,14 @@ def _wide_backward_data_accepts(g):
 _NHWC_IMAGE_BYTES = 64 << 20
 
 
+def _gemm_1x1_accepts(g):
+    if (g.R, g.S) != (1, 1):
+        return f"kernel {g.R}x{g.S} is not 1x1"
+    if (g.stride_h, g.stride_w) != (1, 1) or (g.pad_h, g.pad_w) != (0, 0) or (g.out_h, g.out_w) != (g.H, g.W):
+        return "stride or padding: x's rows are not the GEMM's"
+    return None
+
+
 def _nhwc_accepts(g):
     if g.groups != 1:
         return f"groups {g.groups} (gemm_nhwc takes one group)"
@@ -234,6 +242,8 @@ def make_tables(C, geom):
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_f43(geom(g), x, w, b, y, t)),
         Algorithm("winograd_s2", _winograd_s2_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_s2(geom(g), x, w, b, y, t)),
+        Algorithm("gemm_1x1", _gemm_1x1_accepts,
+                  lambda x, w, b, y, g, t: C.conv_forward_1x1(geom(g), x, w, b, y, t)),
         Algorithm("gemm_nhwc", _nhwc_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_nhwc(geom(g), x, w, b, y, t)),
         Algorithm("implicit_gemm_wide", _always,
@@ -256,6 +266,9 @@ def make_tables(C, geom):
                   lambda gy, w, b, gx, g, t: C.conv_backward_data_winograd_s2(geom(g), gy, w, b, gx, t)),
         Algorithm("depthwise_direct", _depthwise_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_backward_data_depthwise(geom(g), gy, w, b, gx, t)),
+        Algorithm("gemm_1x1", _gemm_1x1_accepts,
+                  lambda gy, w, b, gx, g, t: C.conv_forward_1x1(
+                      geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
         Algorithm("implicit_gemm_wide", _wide_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_wide(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),

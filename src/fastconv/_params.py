@@ -168,13 +168,14 @@ def check_output_size(op, shape, dtype):
 
 def empty(xp, op, shape, dtype, align=0):
     """Allocate a result (its size was checked before any kernel ran), turning allocation
-    failure into a clear MemoryError. With align, a NumPy result starts on an align-byte
-    boundary (a view into a slightly longer buffer): kernels stream large outputs to memory
-    with stores that need 32-byte alignment, and malloc gives 16."""
+    failure into a clear MemoryError. With align, a NumPy result of 1 MiB or more starts on an
+    align-byte boundary (a view into a slightly longer buffer): kernels stream outputs of 8 MiB
+    and more to memory with stores that need 32-byte alignment, and malloc gives 16. (Smaller
+    results skip the 2 us that costs.)"""
     try:
-        if not align:
-            return xp.empty(shape, dtype=dtype)
         size, itemsize = math.prod(shape), xp.dtype(dtype).itemsize
+        if not align or size * itemsize < (1 << 20):
+            return xp.empty(shape, dtype=dtype)
         buf = xp.empty(size * itemsize + align, dtype=xp.uint8)
         start = -buf.ctypes.data % align
         return buf[start:start + size * itemsize].view(dtype).reshape(shape)

@@ -173,12 +173,12 @@ def empty(xp, op, shape, dtype, align=0):
     and more to memory with stores that need 32-byte alignment, and malloc gives 16. (Smaller
     results skip the 2 us that costs.)"""
     try:
-        size, itemsize = math.prod(shape), xp.dtype(dtype).itemsize
-        if not align or size * itemsize < (1 << 20):
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize if align else 0
+        if nbytes < (1 << 20):
             return xp.empty(shape, dtype=dtype)
-        buf = xp.empty(size * itemsize + align, dtype=xp.uint8)
+        buf = xp.empty(nbytes + align, dtype=xp.uint8)
         start = -buf.ctypes.data % align
-        return buf[start:start + size * itemsize].view(dtype).reshape(shape)
+        return buf[start:start + nbytes].view(dtype).reshape(shape)
     except (MemoryError, ValueError) as e:
         raise MemoryError(f"{op}: the output of shape {tuple(shape)} cannot be allocated ({e})") from None
 

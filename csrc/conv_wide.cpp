@@ -4,7 +4,9 @@
 // so tap (c, r, s) of output pixel (oh, ow) is slab element tap_offset(r, s) + row*Wp + ow.
 // B's columns are the task's output pixels: within a KC x NR micro-panel, each tap row is
 // one to three runs of the slab (they break only where an output row ends), packed right
-// before use with whole-vector copies (gemm_packed_segments), in L1. implicit_gemm instead
+// before use with whole-vector copies (gemm_packed_segments), in L1. Where a task is one image
+// and OW is a multiple of NR, every panel is a single run: B is then read in place and C
+// written straight into y (gemm_direct.h), with no copy either side. implicit_gemm instead
 // gathers a patch tile that outgrows L1 with bookkeeping per OW-long segment; an earlier
 // version of this kernel computed the "wide" columns between output rows and dropped them,
 // 15-25 % of the work on MNIST-sized planes.

@@ -41,7 +41,6 @@ void conv_forward_1x1(const ConvGeom& g, const T* x, const T* w, const T* bias, 
   while (tasks() < 8 && block > NR) block = round_up(block / 2, NR);
   while (tasks() < 8 && kblock > 8 * MR) kblock = round_up(kblock / 2, MR);
   const int64_t pblocks = ceil_div(P, block), kblocks = ceil_div(Kg, kblock);
-  const bool stream = g.N * g.K * P * int64_t(sizeof(T)) >= kStreamBytes;
 
   parallel_tasks(g.N * g.groups * pblocks * kblocks, threads, [&](int64_t task) {
     const int64_t kb = task % kblocks, pb = task / kblocks % pblocks, ng = task / (kblocks * pblocks);
@@ -58,7 +57,7 @@ void conv_forward_1x1(const ConvGeom& g, const T* x, const T* w, const T* bias, 
       return StridedRows<T>{tail, NR};
     };
     gemm_direct<T>(nk, np, Cg, packed_w + gi * per_group + k0 * Cg, b_panel, bias ? bias + gi * Kg + k0 : nullptr,
-                   y + (n * g.K + gi * Kg + k0) * P + p0, P, stream);
+                   y + (n * g.K + gi * Kg + k0) * P + p0, P, streams_output<T>(g));
   });
 }
 

@@ -103,8 +103,7 @@ void conv_forward_wide(const ConvGeom& g, const T* x, const T* w, const T* bias,
         return SlabRows<T>{patch_rows + k, (j / g.OW) * Wp + j % g.OW};
       };
       gemm_direct<T>(nk, columns, rows, packed_a, b_panel, bias ? bias + gi * Kg + k0 : nullptr,
-                     y + ((n0 * g.K + gi * Kg + k0) * g.OH + oh0) * g.OW, g.OH * g.OW,
-                     g.N * g.K * g.OH * g.OW * int64_t(sizeof(T)) >= kStreamBytes);
+                     y + ((n0 * g.K + gi * Kg + k0) * g.OH + oh0) * g.OW, g.OH * g.OW, streams_output<T>(g));
       return;
     }
     int64_t* seg_src = reinterpret_cast<int64_t*>(tables + sizeof(T*) * rows);

@@ -15,6 +15,7 @@
 #endif
 
 #include "gemm_microkernel.h"
+#include "geometry.h"
 
 namespace fastconv {
 namespace FC_ISA {
@@ -24,19 +25,19 @@ namespace FC_ISA {
 // was slower streamed: ResNet's 3.2 MB stem output, 1.48 -> 1.77 ms).
 constexpr int64_t kStreamBytes = 8 << 20;
 
-static inline bool stream_aligned(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 31) == 0; }
-
-static inline void stream_vector(float* p, VecOf<float> v) {
-#if defined(__AVX__)
-  _mm256_stream_ps(p, reinterpret_cast<__m256&>(v));
-#else
-  store(p, v);
-#endif
+// Whether conv g's output is large enough to stream.
+template <class T>
+static inline bool streams_output(const ConvGeom& g) {
+  return g.N * g.K * g.OH * g.OW * int64_t(sizeof(T)) >= kStreamBytes;
 }
 
-static inline void stream_vector(double* p, VecOf<double> v) {
+static inline bool stream_aligned(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 31) == 0; }
+
+// One 32-byte vector of either dtype (an integer streaming store moves the same bits).
+template <class T>
+static inline void stream_vector(T* p, VecOf<T> v) {
 #if defined(__AVX__)
-  _mm256_stream_pd(p, reinterpret_cast<__m256d&>(v));
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<__m256i&>(v));
 #else
   store(p, v);
 #endif

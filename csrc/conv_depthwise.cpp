@@ -9,10 +9,15 @@
 // y_wide[q] += w[r][s] * slab[tap + q], taps in order, for blocks of output channels and of q
 // held in registers.
 //
-// Backward-data is the forward of the flipped kernel at stride 1 over grad_out spread out by the
-// stride (zeros between its pixels: at stride 2 three taps in four multiply a zero, which costs
-// less here than splitting the output into sub-pixel phases) and padded by the dilated kernel's
-// extent less the padding; plane_slabs does the spreading as it lays a plane out.
+// At stride 2 across, the plain forward instead sums at stride 1 across over the zero-padded plane
+// (the stride-1 slab) and keeps the even columns: twice the multiply-adds, but no split of the
+// input into column phases, whose shuffles cost more than the taps.
+//
+// Backward-data at stride 2 across is the sub-pixel decomposition: grad_x's even and odd columns
+// each sum their own taps over zero-padded grad_out rows, interleaved into grad_x's rows. At other
+// strides it is the forward of the flipped kernel at stride 1 over grad_out spread out by the
+// stride (zeros between its pixels) and padded by the dilated kernel's extent less the padding;
+// plane_slabs does the spreading as it lays a plane out.
 //
 // Backward-weight is R*S dot products per plane over the same layout, all taps' sums in
 // registers over one pass, grad_out laid out wide with zeros in the dropped columns (so an x
@@ -23,10 +28,12 @@
 // channels of each; backward-weight, one channel each (all images in order inside). Fixed
 // summation orders: results do not depend on the thread count.
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "gather.h"
 #include "kernels.h"
+#include "subpixel.h"
 #include "tasks.h"
 #include "wide.h"
 #include "workspace.h"
@@ -81,8 +88,12 @@ inline void direct_block(const T* slab, const int64_t* taps, int64_t RS, const T
 // geometry and only ever hold zeros: the caller zeros a slab buffer once per task, not per plane.
 struct PlaneSlabs {
   int64_t srows, Wp, phases, phase_stride;  // phase_stride >= srows * Wp + 2L
-  int64_t src_w, uh, uw;
-  std::vector<char> read_h, read_w;  // the row and column phases some tap reads
+  int64_t uw;
+  std::vector<char> read_w;  // the column phases some tap reads
+  // The slab rows some tap reads that hold a source row: (slab row's start, source row's start).
+  // Listed once per layout, so a plane's rows cost no index arithmetic (the division by uh was
+  // an eighth of a stride-2 layer's time).
+  std::vector<std::pair<int64_t, int64_t>> rows;
   // Input column parity pi (sw = 2: 0, 1; else 0) goes to the slab row's slots from at[pi], for
   // count[pi] input columns (at = -1: no tap reads it); `longest` of them.
   int64_t at[2], count[2], longest;
@@ -93,12 +104,18 @@ PlaneSlabs plane_slabs_layout(const ConvGeom& g, int64_t src_w, int64_t uh, int6
   constexpr int L = Vec<T>::kLanes;
   const WideLayout lay = wide_layout(g);
   const int64_t srows = g.OH + lay.halo;
-  PlaneSlabs p{srows, lay.Wp, lay.phases, round_up(srows * lay.Wp + 2 * L, L), src_w, uh, uw,
+  PlaneSlabs p{srows, lay.Wp, lay.phases, round_up(srows * lay.Wp + 2 * L, L), uw,
                {}, {}, {-1, -1}, {0, 0}, 0};
-  p.read_h.assign(g.sh, 0);
+  std::vector<char> read_h(g.sh, 0);
   p.read_w.assign(g.sw, 0);
-  for (int64_t r = 0; r < g.R; ++r) p.read_h[r * g.dh % g.sh] = 1;
+  for (int64_t r = 0; r < g.R; ++r) read_h[r * g.dh % g.sh] = 1;
   for (int64_t s = 0; s < g.S; ++s) p.read_w[s * g.dw % g.sw] = 1;
+  for (int64_t hr = 0; hr < srows; ++hr)
+    for (int64_t a = 0; a < g.sh; ++a) {  // input rows in order
+      const int64_t ih = hr * g.sh + a - g.ph;
+      if (read_h[a] && ih >= 0 && ih < g.H && ih % uh == 0)  // the other rows stay zero
+        p.rows.emplace_back(a * g.sw * p.phase_stride + hr * p.Wp, ih / uh * src_w);
+    }
   if (g.sw <= 2)
     for (int64_t b = 0; b < g.sw; ++b) {  // slot j of phase b holds input column j * sw + b - pw
       const auto [lo, hi] = slab_columns(g, p.Wp, b);
@@ -127,51 +144,72 @@ void plane_slabs(const ConvGeom& g, const PlaneSlabs& p, const T* x, const T* x_
   typedef VecOf<T> V;
   constexpr int L = Vec<T>::kLanes;
   const V zero{};
-  const int64_t Wp = p.Wp, ps = p.phase_stride, n = p.longest;
-  for (int64_t hr = 0; hr < p.srows; ++hr)
-    for (int64_t a = 0; a < g.sh; ++a) {  // input rows in order
-      const int64_t ih = hr * g.sh + a - g.ph;
-      if (!p.read_h[a] || ih < 0 || ih >= g.H || ih % p.uh) continue;  // these rows stay zero
-      const T* src = x + ih / p.uh * p.src_w;
-      T* d = dst + a * g.sw * ps + hr * Wp;  // phase (a, 0)
-      if (g.sw == 1 && p.uw == 1) {
-        T* out = d + p.at[0];
-        int64_t i = 0;
-        for (; i < n && src + i + L <= x_end; i += L) store(out + i, keep_below<T>(load(src + i), n - i));
-        for (; i < n; ++i) out[i] = src[i];
-      } else if (g.sw == 1 && p.uw == 2) {  // source column j to slot 2j, zeros between
-        T* out = d + p.at[0];
-        const int64_t m = ceil_div(n, 2);
-        int64_t i = 0;
-        for (; i < m && src + i + L <= x_end; i += L) {
-          V lo, hi;
-          interleave(keep_below<T>(load(src + i), m - i), zero, lo, hi);
-          store(out + 2 * i, lo);
-          store(out + 2 * i + L, hi);
-        }
-        for (; i < m; ++i) out[2 * i] = src[i];
-      } else if (g.sw == 2 && p.uw == 1) {
-        T* out0 = p.at[0] >= 0 ? d + p.at[0] : nullptr;
-        T* out1 = p.at[1] >= 0 ? d + p.at[1] : nullptr;
-        int64_t i = 0;
-        for (; i < n && src + 2 * i + 2 * L <= x_end; i += L) {
-          const V v0 = load(src + 2 * i), v1 = load(src + 2 * i + L);
-          if (out0) store(out0 + i, keep_below<T>(deinterleave_even(v0, v1), p.count[0] - i));
-          if (out1) store(out1 + i, keep_below<T>(deinterleave_odd(v0, v1), p.count[1] - i));
-        }
-        for (int64_t j = i; j < p.count[0] && out0; ++j) out0[j] = src[2 * j];
-        for (int64_t j = i; j < p.count[1] && out1; ++j) out1[j] = src[2 * j + 1];
-      } else {  // the general case, scalar: input column c = j * sw + b - pw
-        for (int64_t b = 0; b < g.sw; ++b) {
-          if (!p.read_w[b]) continue;
-          const auto [lo, hi] = slab_columns(g, Wp, b);
-          for (int64_t j = lo; j < hi; ++j) {
-            const int64_t c = j * g.sw + b - g.pw;
-            if (c % p.uw == 0) d[b * ps + j] = src[c / p.uw];
-          }
+  const int64_t Wp = p.Wp, ps = p.phase_stride, n = p.longest, n0 = p.count[0], n1 = p.count[1];
+  for (const auto& [slab_row, src_row] : p.rows) {
+    const T* src = x + src_row;
+    T* d = dst + slab_row;  // phase (a, 0)
+    if (g.sw == 1 && p.uw == 1) {
+      T* out = d + p.at[0];
+      int64_t i = 0;
+      for (; i < n && src + i + L <= x_end; i += L) store(out + i, keep_below<T>(load(src + i), n - i));
+      for (; i < n; ++i) out[i] = src[i];
+    } else if (g.sw == 1 && p.uw == 2) {  // source column j to slot 2j, zeros between
+      T* out = d + p.at[0];
+      const int64_t m = ceil_div(n, 2);
+      int64_t i = 0;
+      for (; i < m && src + i + L <= x_end; i += L) {
+        V lo, hi;
+        interleave(keep_below<T>(load(src + i), m - i), zero, lo, hi);
+        store(out + 2 * i, lo);
+        store(out + 2 * i + L, hi);
+      }
+      for (; i < m; ++i) out[2 * i] = src[i];
+    } else if (g.sw == 2 && p.uw == 1) {
+      T* out0 = p.at[0] >= 0 ? d + p.at[0] : nullptr;
+      T* out1 = p.at[1] >= 0 ? d + p.at[1] : nullptr;
+      int64_t i = 0;
+      for (; i + L <= min64(n0, n1) && src + 2 * i + 2 * L <= x_end; i += L) {  // no lane past the row
+        const V v0 = load(src + 2 * i), v1 = load(src + 2 * i + L);
+        if (out0) store(out0 + i, deinterleave_even(v0, v1));
+        if (out1) store(out1 + i, deinterleave_odd(v0, v1));
+      }
+      for (; i < n && src + 2 * i + 2 * L <= x_end; i += L) {
+        const V v0 = load(src + 2 * i), v1 = load(src + 2 * i + L);
+        if (out0) store(out0 + i, keep_below<T>(deinterleave_even(v0, v1), n0 - i));
+        if (out1) store(out1 + i, keep_below<T>(deinterleave_odd(v0, v1), n1 - i));
+      }
+      for (int64_t j = i; j < n0 && out0; ++j) out0[j] = src[2 * j];
+      for (int64_t j = i; j < n1 && out1; ++j) out1[j] = src[2 * j + 1];
+    } else {  // the general case, scalar: input column c = j * sw + b - pw
+      for (int64_t b = 0; b < g.sw; ++b) {
+        if (!p.read_w[b]) continue;
+        const auto [lo, hi] = slab_columns(g, Wp, b);
+        for (int64_t j = lo; j < hi; ++j) {
+          const int64_t c = j * g.sw + b - g.pw;
+          if (c % p.uw == 0) d[b * ps + j] = src[c / p.uw];
         }
       }
     }
+  }
+}
+
+// Runs of consecutive planes as tasks, so that each thread streams through x (one plane per task,
+// the two threads' planes interleaved, ran at half the bandwidth), and the next plane is fetched
+// while this one is computed. per_plane(plane, slab) for each plane, slab a buffer of slab_size
+// elements zeroed once per task (see plane_slabs).
+template <class T, class F>
+void plane_runs(int64_t planes, int64_t plane_size, const T* x, int64_t slab_size, int threads, F per_plane) {
+  const int64_t per_task =
+      max64(1, min64(planes / (8 * int64_t(threads)), ceil_div(int64_t(32) << 10, sizeof(T) * plane_size)));
+  parallel_tasks(ceil_div(planes, per_task), threads, [&](int64_t task) {
+    T* slab = static_cast<T*>(thread_workspace(sizeof(T) * slab_size, kSlotPackA));
+    std::memset(slab, 0, sizeof(T) * slab_size);
+    for (int64_t plane = task * per_task; plane < min64(planes, (task + 1) * per_task); ++plane) {
+      if (plane + 1 < planes)
+        for (int64_t e = 0; e < plane_size; e += 64 / sizeof(T)) __builtin_prefetch(x + (plane + 1) * plane_size + e);
+      per_plane(plane, slab);
+    }
+  });
 }
 
 // The forward over `planes` source planes of src_h x src_w pixels spread by (uh, uw) (see
@@ -189,40 +227,195 @@ void depthwise_forward(const ConvGeom& g, const T* x, int64_t src_h, int64_t src
   std::vector<int64_t> tap(RS);  // each tap's start within a plane's slabs
   for (int64_t t = 0; t < RS; ++t) tap[t] = tap_offset(g, Wp, lay.phase_stride, t / g.S, t % g.S);
   const int64_t planes = g.N * g.groups, plane_size = src_h * src_w;
-  // Tasks of consecutive planes, so that each thread streams through x (one plane per task, the
-  // two threads' planes interleaved, ran at half the bandwidth), and the next plane is fetched
-  // while this one is computed.
-  const int64_t per_task =
-      max64(1, min64(planes / (8 * int64_t(threads)), ceil_div(int64_t(32) << 10, sizeof(T) * plane_size)));
-  parallel_tasks(ceil_div(planes, per_task), threads, [&](int64_t task) {
-    T* slab = static_cast<T*>(thread_workspace(sizeof(T) * slab_size, kSlotPackA));
+  plane_runs(planes, plane_size, x, slab_size, threads, [&](int64_t plane, T* slab) {
     T* acc = static_cast<T*>(thread_workspace(sizeof(T) * KB * wide, kSlotTile));
-    std::memset(slab, 0, sizeof(T) * slab_size);  // see plane_slabs
-    for (int64_t plane = task * per_task; plane < min64(planes, (task + 1) * per_task); ++plane) {
-      const int64_t n = plane / g.groups, gi = plane % g.groups;  // plane = (image, input channel = group)
-      if (plane + 1 < planes)
-        for (int64_t e = 0; e < plane_size; e += 64 / sizeof(T)) __builtin_prefetch(x + (plane + 1) * plane_size + e);
-      plane_slabs(g, lay, x + plane * plane_size, x + planes * plane_size, slab);
-      for (int64_t k0 = 0; k0 < Kg;) {
-        const int kb = Kg - k0 >= KB ? KB : 1;
-        const T* wk[KB];
-        T* out[KB];
-        for (int k = 0; k < kb; ++k) {
-          wk[k] = w + (gi * Kg + k0 + k) * RS;
-          out[k] = acc + k * wide;
-        }
-        if (kb == KB)
-          for (int64_t q0 = 0; q0 < Q; q0 += NV4 * L) direct_block<T, KB, NV4>(slab, tap.data(), RS, wk, q0, out);
+    const int64_t n = plane / g.groups, gi = plane % g.groups;  // plane = (image, input channel = group)
+    plane_slabs(g, lay, x + plane * plane_size, x + planes * plane_size, slab);
+    for (int64_t k0 = 0; k0 < Kg;) {
+      const int kb = Kg - k0 >= KB ? KB : 1;
+      const T* wk[KB];
+      T* out[KB];
+      for (int k = 0; k < kb; ++k) {
+        wk[k] = w + (gi * Kg + k0 + k) * RS;
+        out[k] = acc + k * wide;
+      }
+      if (kb == KB)
+        for (int64_t q0 = 0; q0 < Q; q0 += NV4 * L) direct_block<T, KB, NV4>(slab, tap.data(), RS, wk, q0, out);
+      else
+        for (int64_t q0 = 0; q0 < Q; q0 += NV1 * L) direct_block<T, 1, NV1>(slab, tap.data(), RS, wk, q0, out);
+      for (int k = 0; k < kb; ++k) {
+        const int64_t ko = gi * Kg + k0 + k;
+        const T b = bias ? bias[ko] : T(0);
+        T* dst = y + (n * g.K + ko) * g.OH * g.OW;
+        for (int64_t oh = 0; oh < g.OH; ++oh)
+          for (int64_t ow = 0; ow < g.OW; ++ow) dst[oh * g.OW + ow] = out[k][oh * Wp + ow] + b;
+      }
+      k0 += kb;
+    }
+  });
+}
+
+// RB output rows x VB vectors of outputs from ow0 of a stride-2 (across) conv: the sums at stride
+// 1 across over the padded plane (p at the block's first row and column 2 * ow0, rows row_step
+// apart), in 2 * VB vectors a row, then their even lanes; y at the block's first row.
+template <class T, int RB, int VB>
+inline void stride2_block(const T* p, int64_t row_step, const int64_t* taps, int64_t RS, const T* wk, T bias, T* y,
+                          int64_t OW, int64_t ow0) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes;
+  V acc[RB][2 * VB];
+#pragma GCC unroll 16
+  for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 16
+    for (int v = 0; v < 2 * VB; ++v) acc[i][v] = V{};
+  for (int64_t t = 0; t < RS; ++t) {
+    const T wv = wk[t];
+#pragma GCC unroll 16
+    for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 16
+      for (int v = 0; v < 2 * VB; ++v) acc[i][v] += load(p + i * row_step + taps[t] + v * L) * wv;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 16
+    for (int v = 0; v < VB; ++v) {
+      const V out = deinterleave_even(acc[i][2 * v], acc[i][2 * v + 1]) + bias;
+      T* dst = y + i * OW + ow0 + v * L;
+      const int64_t n = OW - ow0 - v * L;
+      if (n >= L)
+        store(dst, out);
+      else
+        for (int64_t l = 0; l < n; ++l) dst[l] = out[l];
+    }
+}
+
+// The plain forward at stride 2 across: the stride-1 (padded) layout of each plane, no column
+// phases. Summing every column (the odd ones are dropped) doubles the multiply-adds, but splitting
+// the input into column phases took half of MobileNet's stride-2 layer's time; here one shuffle
+// pair per output vector picks the even sums. Written straight into y, rows in blocks of 2.
+template <class T>
+void depthwise_forward_stride2(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
+  constexpr int L = Vec<T>::kLanes, VB = 2;
+  ConvGeom g1 = g;  // the same conv at stride 1: its slab is the zero-padded plane
+  g1.sh = g1.sw = 1;
+  g1.OH = g.H + 2 * g.ph - (g.R - 1) * g.dh;
+  g1.OW = g.W + 2 * g.pw - (g.S - 1) * g.dw;
+  const PlaneSlabs lay = plane_slabs_layout<T>(g1, g.W, 1, 1);
+  const int64_t Wp = lay.Wp, RS = g.R * g.S, Kg = g.K / g.groups, OW = g.OW, row_step = g.sh * Wp;
+  // a block reads up to 2 * VB * L - 1 + (S - 1) * dw columns on from a row's start at 2 * ow0
+  const int64_t slab_size = lay.phase_stride + 2 * VB * L + (g.S - 1) * g.dw;
+  std::vector<int64_t> tap(RS);
+  for (int64_t t = 0; t < RS; ++t) tap[t] = (t / g.S) * g.dh * Wp + (t % g.S) * g.dw;
+  const int64_t planes = g.N * g.groups, plane_size = g.H * g.W;
+  plane_runs(planes, plane_size, x, slab_size, threads, [&](int64_t plane, T* slab) {
+    plane_slabs(g1, lay, x + plane * plane_size, x + planes * plane_size, slab);
+    const int64_t n = plane / g.groups, gi = plane % g.groups;
+    for (int64_t ko = gi * Kg; ko < (gi + 1) * Kg; ++ko) {
+      const T* wk = w + ko * RS;
+      const T b = bias ? bias[ko] : T(0);
+      T* dst = y + (n * g.K + ko) * g.OH * OW;
+      int64_t oh = 0;
+      for (; oh + 2 <= g.OH; oh += 2) {
+        int64_t ow0 = 0;
+        for (; ow0 + L < OW; ow0 += VB * L)  // more than one vector left
+          stride2_block<T, 2, VB>(slab + oh * row_step + 2 * ow0, row_step, tap.data(), RS, wk, b, dst + oh * OW, OW, ow0);
+        if (ow0 < OW)
+          stride2_block<T, 2, 1>(slab + oh * row_step + 2 * ow0, row_step, tap.data(), RS, wk, b, dst + oh * OW, OW, ow0);
+      }
+      for (; oh < g.OH; ++oh)
+        for (int64_t ow0 = 0; ow0 < OW; ow0 += L)
+          stride2_block<T, 1, 1>(slab + oh * row_step + 2 * ow0, row_step, tap.data(), RS, wk, b, dst + oh * OW, OW, ow0);
+    }
+  });
+}
+
+// A tap of a sub-pixel sum: where it reads the padded grad_out plane, and its weight's index.
+struct SubpixelTap {
+  int64_t at, weight;
+};
+
+// NV vectors from column j0 of grad_x's even and odd columns, each the sum of its taps in order
+// plus the bias, interleaved into dst's 2 * NV * L columns.
+template <class T, int NV>
+inline void subpixel_block(const T* pad, const T* w, const SubpixelTap* even_taps, int64_t n_even,
+                           const SubpixelTap* odd_taps, int64_t n_odd, int64_t j0, T bias, T* dst) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes;
+  V even[NV], odd[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) even[v] = odd[v] = V{};
+  for (int64_t k = 0; k < n_even; ++k)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) even[v] += load(pad + even_taps[k].at + j0 + v * L) * w[even_taps[k].weight];
+  for (int64_t k = 0; k < n_odd; ++k)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) odd[v] += load(pad + odd_taps[k].at + j0 + v * L) * w[odd_taps[k].weight];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    V lo, hi;
+    interleave(even[v] + bias, odd[v] + bias, lo, hi);
+    store(dst + 2 * v * L, lo);
+    store(dst + 2 * v * L + L, hi);
+  }
+}
+
+// Backward-data at stride 2 across, by the sub-pixel decomposition (subpixel.h): grad_x's even
+// and odd columns each sum their own taps over grad_out rows (read from a zero-padded copy), and
+// the two sums are interleaved into grad_x's row. The spread path below multiplies zeros in three
+// taps of four; this does the same sums without them, taps in its order (r, then s, descending),
+// so the bits are the same up to the sign of a zero.
+template <class T>
+void depthwise_backward_data_stride2(const ConvGeom& g, const T* gy, const T* w, const T* bias, T* gx, int threads) {
+  constexpr int L = Vec<T>::kLanes, NV = 2;
+  const int64_t S = g.S, RS = g.R * g.S, OW = g.OW, J = ceil_div(g.W, 2), Jv = round_up(J, NV * L);
+  std::vector<int64_t> ntap(2), off(2 * S), tap(2 * S);  // column phase b: its taps s, grad_out column j + off
+  subpixel_taps(2, g.pw, g.dw, S, ntap.data(), off.data(), tap.data());
+  int64_t lo = 0, hi = 0;
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t i = 0; i < ntap[b]; ++i) lo = min64(lo, off[b * S + i]), hi = max64(hi, off[b * S + i]);
+  // A grad_out row at column M of a row of Wg, zeros around it: column j + off of a phase is read
+  // as whole vectors for j < Jv.
+  const int64_t M = -lo, Wg = M + max64(OW, Jv + hi), planes = g.N * g.C, HW = g.H * g.W;
+  // The taps of grad_x row ih's column phase q: taps[first[2 * ih + q], first[2 * ih + q + 1]).
+  std::vector<SubpixelTap> taps;
+  std::vector<int64_t> first{0};
+  for (int64_t ih = 0; ih < g.H; ++ih)
+    for (int64_t q = 0; q < 2; ++q) {
+      for (int64_t r = g.R - 1; r >= 0; --r) {
+        const int64_t v = ih + g.ph - r * g.dh;
+        if (v % g.sh || v < 0 || v / g.sh >= g.OH) continue;
+        for (int64_t i = ntap[q] - 1; i >= 0; --i)
+          taps.push_back({v / g.sh * Wg + M + off[q * S + i], r * S + tap[q * S + i]});
+      }
+      first.push_back(int64_t(taps.size()));
+    }
+  plane_runs(planes, g.OH * OW, gy, g.OH * Wg, threads, [&](int64_t plane, T* pad) {
+    const T* src = gy + plane * g.OH * OW;
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      T* d = pad + oh * Wg + M;
+      int64_t i = 0;
+      for (; i + L <= OW; i += L) store(d + i, load(src + oh * OW + i));
+      for (; i < OW; ++i) d[i] = src[oh * OW + i];
+    }
+    const T* wc = w + plane % g.C * RS;
+    const T b = bias ? bias[plane % g.C] : T(0);
+    T* const plane_end = gx + (plane + 1) * HW;
+    for (int64_t ih = 0; ih < g.H; ++ih) {
+      const SubpixelTap* even = taps.data() + first[2 * ih];
+      const SubpixelTap* odd = taps.data() + first[2 * ih + 1];
+      const int64_t n_even = first[2 * ih + 1] - first[2 * ih], n_odd = first[2 * ih + 2] - first[2 * ih + 1];
+      T* dst = gx + plane * HW + ih * g.W;
+      for (int64_t j0 = 0; j0 < J; j0 += NV * L) {
+        T* o = dst + 2 * j0;
+        T tmp[2 * NV * L];
+        // lanes past the row go into later rows, stored after this one, or else into tmp
+        T* out = o + 2 * NV * L <= plane_end ? o : tmp;
+        if (J - j0 > L)
+          subpixel_block<T, NV>(pad, wc, even, n_even, odd, n_odd, j0, b, out);
         else
-          for (int64_t q0 = 0; q0 < Q; q0 += NV1 * L) direct_block<T, 1, NV1>(slab, tap.data(), RS, wk, q0, out);
-        for (int k = 0; k < kb; ++k) {
-          const int64_t ko = gi * Kg + k0 + k;
-          const T b = bias ? bias[ko] : T(0);
-          T* dst = y + (n * g.K + ko) * g.OH * g.OW;
-          for (int64_t oh = 0; oh < g.OH; ++oh)
-            for (int64_t ow = 0; ow < g.OW; ++ow) dst[oh * g.OW + ow] = out[k][oh * Wp + ow] + b;
-        }
-        k0 += kb;
+          subpixel_block<T, 1>(pad, wc, even, n_even, odd, n_odd, j0, b, out);
+        if (out == tmp)
+          for (int64_t e = 0; e < g.W - 2 * j0; ++e) o[e] = tmp[e];
       }
     }
   });
@@ -255,11 +448,13 @@ inline void dot_taps(const T* gyw, const T* slab, const int64_t* tap, int nt, in
 
 template <class T>
 void conv_forward_depthwise(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
+  if (g.sw == 2) return depthwise_forward_stride2(g, x, w, bias, y, threads);
   depthwise_forward(g, x, g.H, g.W, 1, 1, w, bias, y, threads);
 }
 
 template <class T>
 void conv_backward_data_depthwise(const ConvGeom& g, const T* gy, const T* w, const T* bias, T* gx, int threads) {
+  if (g.sw == 2) return depthwise_backward_data_stride2(g, gy, w, bias, gx, threads);
   // The stride-1 forward over grad_out spread by the stride, with the flipped kernel. Its input is
   // (OH - 1) * sh + 1 rows; grad_x's last rows, which no output reaches (up to sh - 1 of them),
   // read only the zero rows below it.

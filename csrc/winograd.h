@@ -122,6 +122,34 @@ inline int64_t winograd_task_block(int64_t item_bytes, int64_t items, int64_t gr
   return block;
 }
 
+// A forward's tasks: blocks of `rows` tile rows by blocks of `channels` output channels.
+struct WinogradTasks {
+  int64_t rows, row_blocks, channels, channel_blocks;
+};
+
+// Blocks of tile rows as winograd_task_block, all output channels each -- except for deep layers
+// with few tiles (ResNet's last stage: 512 channels, 7x7 outputs). Their blocks were a tile row or
+// two, so each position's GEMM ran the transformed weights (a MiB a position) from L3 across a
+// single panel of tiles. There a task takes up to kDeepTiles tiles, whose panels each KC block of
+// the weights meets while in L2, and a share of the output channels (a multiple of MR), so that
+// there are still 8 tasks.
+constexpr int64_t kDeepTiles = 128;
+
+template <class T>
+WinogradTasks winograd_forward_tasks(int64_t item_bytes, int64_t tile_rows, int64_t tiles_w, int64_t Kg,
+                                     int64_t groups) {
+  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;
+  WinogradTasks t{winograd_task_block(item_bytes, tile_rows, groups), 0, Kg, 1};
+  if (t.rows * tiles_w < 2 * NR && Kg >= 8 * MR) {
+    t.rows = min64(tile_rows, max64(1, kDeepTiles / tiles_w));
+    const int64_t blocks = groups * ceil_div(tile_rows, t.rows);
+    t.channels = min64(Kg, round_up(ceil_div(Kg, ceil_div(8, blocks)), MR));
+  }
+  t.row_blocks = ceil_div(tile_rows, t.rows);
+  t.channel_blocks = ceil_div(Kg, t.channels);
+  return t;
+}
+
 
 // The lanes of v from n on replaced by zero (n <= 0: all of them).
 inline VecOf<float> keep_lanes(VecOf<float> v, int64_t n) {
@@ -320,6 +348,7 @@ struct TileRows {
   int64_t gi, r0, r1, side, tiles_h, tiles_w, padded_w, positions;
   int64_t nt, nq, nvec, ld, stride;  // ld: of the GEMMs' rows; stride: of the split phases
   int64_t vs, ms;
+  int64_t k0 = 0, k1;  // the forward's output channels (of the group): M's rows
   T* v = nullptr;  // place_input
   Compaction* plan = nullptr;
   T* m = nullptr;  // place_output
@@ -336,7 +365,14 @@ struct TileRows {
     stride = round_up(nq + 2 * L, L);
     // The planes a cache line off a multiple of 4 KiB apart (see winograd_f23.cpp).
     vs = v_rows * ld + kSkew<T>;
-    ms = g.K / g.groups * ld + kSkew<T>;
+    k1 = g.K / g.groups;
+    ms = k1 * ld + kSkew<T>;
+  }
+  // A forward task of output channels [first, last) only (first a multiple of the micro-tile's MR).
+  void output_channels(int64_t first, int64_t last) {
+    k0 = first;
+    k1 = last;
+    ms = (k1 - k0) * ld + kSkew<T>;
   }
   int64_t v_bytes() const { return sizeof(T) * positions * vs; }
   int64_t m_bytes() const { return sizeof(T) * positions * ms; }
@@ -454,7 +490,7 @@ void forward_task(Block& b, const T* x, const T* packed_u, int64_t per_xi, const
                  reinterpret_cast<TileOut*>(scratch + b.split_bytes() + b.plan_bytes()));
   for (int64_t c = 0; c < b.g.C / b.g.groups; ++c) b.transform_input(x, c, split);
   for (int xi = 0; xi < Positions; ++xi) b.multiply(packed_u, per_xi, xi);
-  for (int64_t k = 0; k < b.g.K / b.g.groups; ++k) b.transform_output(bias, k, y);
+  for (int64_t k = b.k0; k < b.k1; ++k) b.transform_output(bias, k, y);
 }
 
 // The adjoint's task over the whole images [n0, n1) a Block holds: Z for every grad_out channel

@@ -154,6 +154,10 @@ void weight_transform_panel(const T* w, int64_t Kg, int64_t Cg, int64_t r0, bool
   // was a quarter of MNIST conv3's forward.
   for (int64_t c0 = 0; c0 < cols; c0 += L) {
     const int64_t nc = min64(L, cols - c0);
+    // Each position's nc x MR values, column by column as pack_a lays them out: gathered here and
+    // copied whole (written straight into the 36 panels, one value at a time, they were half of a
+    // 512-channel layer's time).
+    alignas(32) T panel[kXi][L * MR];
     for (int64_t i = 0; i < MR; ++i) {
       alignas(32) T taps[9][L] = {};  // rows past the last: zero kernels
       if (r0 + i < rows)
@@ -167,8 +171,9 @@ void weight_transform_panel(const T* w, int64_t Kg, int64_t Cg, int64_t r0, bool
       for (int a = 0; a < kTile; ++a)
         for (int b = 0; b < kTile; ++b) store(u[a * kTile + b], G[b][0] * gf[a][0] + G[b][1] * gf[a][1] + G[b][2] * gf[a][2]);
       for (int xi = 0; xi < kXi; ++xi)
-        for (int64_t l = 0; l < nc; ++l) packed[xi * per_xi + r0 * cols + (c0 + l) * MR + i] = u[xi][l];
+        for (int64_t l = 0; l < nc; ++l) panel[xi][l * MR + i] = u[xi][l];
     }
+    for (int xi = 0; xi < kXi; ++xi) std::memcpy(packed + xi * per_xi + r0 * cols + c0 * MR, panel[xi], sizeof(T) * nc * MR);
   }
 }
 
@@ -178,7 +183,7 @@ struct Block : TileRows<T> {
   using Base = TileRows<T>;
   using Base::L, Base::g, Base::gi, Base::tiles_h, Base::tiles_w, Base::padded_w, Base::nt, Base::nvec, Base::ld,
       Base::stride, Base::split_tile_rows, Base::split_bytes, Base::r0, Base::r1, Base::vs, Base::ms, Base::v,
-      Base::plan, Base::m, Base::outs;
+      Base::plan, Base::m, Base::outs, Base::k0, Base::k1;
 
   Block(const ConvGeom& geom, int64_t group, int64_t row0, int64_t row1)
       : Base(geom, group, row0, row1, 4, kXi, geom.C / geom.groups) {}
@@ -232,8 +237,8 @@ struct Block : TileRows<T> {
 
   // M[xi] = U[xi] V[xi].
   void multiply(const T* packed_u, int64_t per_xi, int xi) const {
-    gemm_packed<T>(g.K / g.groups, nt, g.C / g.groups, packed_u + (gi * kXi + xi) * per_xi, v + xi * vs, ld, m + xi * ms, ld,
-                   false);
+    gemm_packed<T>(k1 - k0, nt, g.C / g.groups, packed_u + (gi * kXi + xi) * per_xi + k0 * (g.C / g.groups), v + xi * vs,
+                   ld, m + xi * ms, ld, false);
   }
 
   // Y = A^T M A plus the bias for output channel k (of the group), on vectors of compact
@@ -247,7 +252,7 @@ struct Block : TileRows<T> {
       V q[4][kTile];  // A^T M, per column
       for (int j = 0; j < kTile; ++j) {
         V col[kTile], yc[4];
-        for (int i = 0; i < kTile; ++i) col[i] = load(m + (i * kTile + j) * ms + k * ld + t0);
+        for (int i = 0; i < kTile; ++i) col[i] = load(m + (i * kTile + j) * ms + (k - k0) * ld + t0);
         at_column<T>(col, yc);
         for (int i = 0; i < 4; ++i) q[i][j] = yc[i];
       }
@@ -285,12 +290,14 @@ void conv_forward_winograd_f43(const ConvGeom& g, const T* x, const T* w, const 
   T* packed_u = static_cast<T*>(thread_workspace(sizeof(T) * kXi * per_xi * g.groups, kSlotShared));
   transform_weights(g, w, false, packed_u, per_xi, kXi, threads, weight_transform_panel<T>);
 
-  // A task: a block of tile rows (crossing images) of one group.
-  const int64_t block = winograd_task_block(kXi * (Cg + Kg) * tiles_w * int64_t(sizeof(T)), tile_rows, g.groups);
-  const int64_t nblocks = ceil_div(tile_rows, block);
-  parallel_tasks(g.groups * nblocks, threads, [&](int64_t task) {
-    const int64_t gi = task / nblocks, r0 = (task % nblocks) * block;
-    Block<T> b(g, gi, r0, min64(r0 + block, tile_rows));
+  // A task: a block of tile rows (crossing images) of one group, and a block of its output channels.
+  const WinogradTasks t =
+      winograd_forward_tasks<T>(kXi * (Cg + Kg) * tiles_w * int64_t(sizeof(T)), tile_rows, tiles_w, Kg, g.groups);
+  parallel_tasks(g.groups * t.row_blocks * t.channel_blocks, threads, [&](int64_t task) {
+    const int64_t gi = task / (t.row_blocks * t.channel_blocks), rb = task / t.channel_blocks % t.row_blocks;
+    const int64_t k0 = task % t.channel_blocks * t.channels, r0 = rb * t.rows;
+    Block<T> b(g, gi, r0, min64(r0 + t.rows, tile_rows));
+    b.output_channels(k0, min64(k0 + t.channels, Kg));
     forward_task<kXi>(b, x, packed_u, per_xi, bias, y);
   });
 }

@@ -32,6 +32,8 @@ WINOGRAD_EDGES = [
     (1, 8, 3, 3, 8, 1, "same"),
     (3, 8, 2, 2, 9, 1, 1),  # a single output tile per image
     (2, 8, 21, 38, 8, 1, 1),  # winograd_f43: 9 tiles a row (a vector and one over), last tile 2 wide
+    (2, 8, 7, 7, 64, 1, 1),  # deep, few tiles: the forward's output channels split over tasks (12 + ... + 4)
+    (2, 16, 7, 7, 128, 2, 1),  # the same in each of two groups
 ]
 
 
@@ -72,6 +74,23 @@ def _forced_conv(name, dtype, n, c, h, w, k, groups, padding, rng):
 @pytest.mark.parametrize("name", ["winograd_f23", "winograd_f43", "implicit_gemm"])
 def test_forced_forward_algorithms(case, dtype, name, rng):
     _forced_conv(name, dtype, *case, rng)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_f43_channel_blocks_do_not_depend_on_the_thread_count(dtype, rng):
+    """The deep-layer tasks (tile rows x output-channel blocks) give the same bits at any thread count."""
+    x = rng.standard_normal((2, 16, 7, 7)).astype(dtype)
+    wt = rng.standard_normal((128, 8, 3, 3)).astype(dtype)
+    b = rng.standard_normal(128).astype(dtype)
+    g = P.conv_params(x, wt, b, 1, 1, 1, 2)[5]
+    algo = next(a for a in cpp.ALGORITHMS["conv_forward"] if a.name == "winograd_f43")
+    outs = []
+    for threads in (1, 2, 3):
+        out = np.empty(g.y_shape, dtype)
+        algo.run(x, wt, b, out, g, threads)
+        outs.append(out)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
 
 
 @pytest.mark.parametrize("case", WINOGRAD_EDGES)

@@ -12,7 +12,9 @@
 // 4 tw - pw + j, j = 0..5: with each input row split into its four column phases (column
 // mod 4), column j of consecutive tiles is one contiguous load (phase j mod 4, offset j / 4) --
 // if each tile row carries one phantom tile, whose lanes a permute drops before V is stored.
-// The output transform stores each tile's rows through a small per-tile table.
+// The output transform stores each tile's rows through a small per-tile table. Deep layers with
+// few tiles (ResNet's 7x7 stage) split a task's output channels instead of its tile rows, so
+// that the transformed weights meet several tile panels while in L2 (winograd_forward_tasks).
 //
 // Accuracy: the transforms' coefficients reach 5 (B), 1/24 (G) and 8 (A), so each output
 // carries more roundoffs than F(2x2, 3x3)'s (measured: ~2e-6 of the sum of |products| in float32

@@ -80,8 +80,8 @@ inline void direct_block(const T* slab, const int64_t* taps, int64_t RS, const T
 // wide.h's build_slabs spends tens of cycles per slab row on bounds, zero fills and scalar
 // tails, which for a depthwise plane (a few hundred outputs) cost more than the taps. Here a
 // source row is split into its column phases with whole vectors read straight from the source
-// (at stride 2, the even and odd lanes of two loads; spread by 2, the lanes interleaved with
-// zeros), stored from each phase's first slot holding an input column, with the lanes past the
+// (at stride 2, the even and odd lanes of two loads; other strides and spreads take a scalar
+// loop), stored from each phase's first slot holding an input column, with the lanes past the
 // row's last column zeroed. Such a store may run on by up to 2L - 1 slots into the phase's next
 // row (written after it) or its slack, and writes zeros there. So the slots no source pixel
 // reaches (padding, rows outside the input, spread zeros) are the same for every plane of a
@@ -143,7 +143,6 @@ template <class T>
 void plane_slabs(const ConvGeom& g, const PlaneSlabs& p, const T* x, const T* x_end, T* dst) {
   typedef VecOf<T> V;
   constexpr int L = Vec<T>::kLanes;
-  const V zero{};
   const int64_t Wp = p.Wp, ps = p.phase_stride, n = p.longest, n0 = p.count[0], n1 = p.count[1];
   for (const auto& [slab_row, src_row] : p.rows) {
     const T* src = x + src_row;
@@ -153,17 +152,6 @@ void plane_slabs(const ConvGeom& g, const PlaneSlabs& p, const T* x, const T* x_
       int64_t i = 0;
       for (; i < n && src + i + L <= x_end; i += L) store(out + i, keep_below<T>(load(src + i), n - i));
       for (; i < n; ++i) out[i] = src[i];
-    } else if (g.sw == 1 && p.uw == 2) {  // source column j to slot 2j, zeros between
-      T* out = d + p.at[0];
-      const int64_t m = ceil_div(n, 2);
-      int64_t i = 0;
-      for (; i < m && src + i + L <= x_end; i += L) {
-        V lo, hi;
-        interleave(keep_below<T>(load(src + i), m - i), zero, lo, hi);
-        store(out + 2 * i, lo);
-        store(out + 2 * i + L, hi);
-      }
-      for (; i < m; ++i) out[2 * i] = src[i];
     } else if (g.sw == 2 && p.uw == 1) {
       T* out0 = p.at[0] >= 0 ? d + p.at[0] : nullptr;
       T* out1 = p.at[1] >= 0 ? d + p.at[1] : nullptr;
@@ -368,8 +356,9 @@ template <class T>
 void depthwise_backward_data_stride2(const ConvGeom& g, const T* gy, const T* w, const T* bias, T* gx, int threads) {
   constexpr int L = Vec<T>::kLanes, NV = 2;
   const int64_t S = g.S, RS = g.R * g.S, OW = g.OW, J = ceil_div(g.W, 2), Jv = round_up(J, NV * L);
-  std::vector<int64_t> ntap(2), off(2 * S), tap(2 * S);  // column phase b: its taps s, grad_out column j + off
-  subpixel_taps(2, g.pw, g.dw, S, ntap.data(), off.data(), tap.data());
+  int64_t ntap[2];  // column phase b: its taps s, grad_out column j + off
+  std::vector<int64_t> off(2 * S), tap(2 * S);
+  subpixel_taps(2, g.pw, g.dw, S, ntap, off.data(), tap.data());
   int64_t lo = 0, hi = 0;
   for (int64_t b = 0; b < 2; ++b)
     for (int64_t i = 0; i < ntap[b]; ++i) lo = min64(lo, off[b * S + i]), hi = max64(hi, off[b * S + i]);

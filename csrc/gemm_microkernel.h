@@ -256,14 +256,27 @@ static void gemm_packed(int64_t m, int64_t n, int64_t kd, const T* a_packed, con
   }
 }
 
+// One KC x NR micro-panel of a B operand whose row p is made of runs of rows[p]: segment s
+// (s0 <= s < s1, in column order) puts the elements from rows[p] + seg_src[s] on at panel
+// column seg_dst[s]. Each is copied as a whole NR-wide row, its tail overwritten by the next
+// segment (or by the next row): `panel` needs (kc + 1) * NR elements, and NR elements past any
+// segment's start must be readable.
+template <class T>
+static inline void pack_segment_panel(int64_t kc, const T* const* rows, int32_t s0, int32_t s1,
+                                      const int32_t* seg_dst, const int64_t* seg_src, T* panel) {
+  constexpr int64_t NR = MicroTile<T>::NR;
+  for (int64_t p = 0; p < kc; ++p) {
+    const T* base = rows[p];
+    T* d = panel + p * NR;
+    for (int32_t s = s0; s < s1; ++s) std::memcpy(d + seg_dst[s], base + seg_src[s], sizeof(T) * NR);
+  }
+}
+
 // C[m x n] = A[m x kd] * B[kd x n] with A packed by pack_a and B's row p made of runs of
-// rows[p]: B is packed one KC x NR micro-panel at a time into `panel`, right before the MR-row
-// panels of A pass over it, so the copy lands in L1 where the micro-kernel reads it (BLIS packs
-// B the same way). Segment s puts the elements from rows[p] + seg_src[s] on at panel column
-// seg_dst[s] of its panel, whose segments are seg_first[jp] .. seg_first[jp + 1] - 1, in column
-// order. Each segment is copied as a whole NR-wide row, its tail overwritten by the next
-// segment (or by the next row, or left in columns past n, which are not stored): so `panel`
-// needs (kMaxKC + 1) * NR elements, and NR elements past any segment's start must be readable.
+// rows[p]: B is packed one KC x NR micro-panel at a time into `panel` (pack_segment_panel, with
+// panel jp's segments seg_first[jp] .. seg_first[jp + 1] - 1), right before the MR-row panels of
+// A pass over it, so the copy lands in L1 where the micro-kernel reads it (BLIS packs B the same
+// way). Columns past n are not stored; `panel` needs (kMaxKC + 1) * NR elements.
 template <class T>
 static void gemm_packed_segments(int64_t m, int64_t n, int64_t kd, const T* a_packed, const T* const* rows,
                                  const int32_t* seg_first, const int32_t* seg_dst, const int64_t* seg_src, T* C,
@@ -274,12 +287,7 @@ static void gemm_packed_segments(int64_t m, int64_t n, int64_t kd, const T* a_pa
     const int64_t kc = kd - k0 < KC ? kd - k0 : KC;
     for (int64_t j = 0; j < n; j += NR) {
       const int nv = static_cast<int>(n - j < NR ? n - j : NR);
-      const int32_t s0 = seg_first[j / NR], s1 = seg_first[j / NR + 1];
-      for (int64_t p = 0; p < kc; ++p) {
-        const T* base = rows[k0 + p];
-        T* d = panel + p * NR;
-        for (int32_t s = s0; s < s1; ++s) std::memcpy(d + seg_dst[s], base + seg_src[s], sizeof(T) * NR);
-      }
+      pack_segment_panel<T>(kc, rows + k0, seg_first[j / NR], seg_first[j / NR + 1], seg_dst, seg_src, panel);
       for (int64_t i = 0; i < m; i += MR) {
         const int mv = static_cast<int>(m - i < MR ? m - i : MR);
         microkernel<T, MR, 2>(kc, a_packed + i * kd + k0 * MR, panel, NR, C + i * ldc + j, ldc, mv, nv, k0 > 0);

@@ -60,6 +60,37 @@ inline VecOf<float> deinterleave_odd(VecOf<float> a, VecOf<float> b) {
 inline VecOf<double> deinterleave_even(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 0, 2, 4, 6); }
 inline VecOf<double> deinterleave_odd(VecOf<double> a, VecOf<double> b) { return __builtin_shufflevector(a, b, 1, 3, 5, 7); }
 
+// r[i][j] <-> r[j][i].
+inline void transpose(VecOf<float> (&r)[8]) {
+  typedef VecOf<float> V;
+  V t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {  // pairs of rows interleaved
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4)  // then pairs of pairs: u[i + j] holds columns j and j + 4
+    for (int h = 0; h < 2; ++h) {
+      u[i + 2 * h] = __builtin_shufflevector(t[i + h], t[i + 2 + h], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[i + 2 * h + 1] = __builtin_shufflevector(t[i + h], t[i + 2 + h], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int i = 0; i < 4; ++i) {  // then the 128-bit halves
+    r[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+inline void transpose(VecOf<double> (&r)[4]) {
+  typedef VecOf<double> V;
+  V t[4];
+  for (int i = 0; i < 4; i += 2) {
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 4, 2, 6);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 1, 5, 3, 7);
+  }
+  for (int h = 0; h < 2; ++h) {
+    r[h] = __builtin_shufflevector(t[h], t[h + 2], 0, 1, 4, 5);
+    r[h + 2] = __builtin_shufflevector(t[h], t[h + 2], 2, 3, 6, 7);
+  }
+}
+
 // Unaligned vector load and store (memcpy: no alignment or aliasing assumption).
 template <class T>
 static inline VecOf<T> load(const T* p) {
@@ -208,6 +239,24 @@ static inline int64_t packed_a_size(int64_t m, int64_t kd) {
   return (m + MR - 1) / MR * MR * kd;
 }
 
+// panel[p * MR + i] = A[i * lda + p] for i < MR and p < kd rounded down to whole vectors (the
+// value returned): L x L blocks transposed in registers (one scalar move per element was most
+// of packing's time, a sixth of winograd_s2's backward-weight).
+template <class T, int MR>
+static inline int64_t pack_rows_transposed(int64_t kd, const T* A, int64_t lda, T* panel) {
+  constexpr int L = Vec<T>::kLanes;
+  const int64_t full = kd / L * L;
+  for (int64_t p = 0; p < full; p += L)
+    for (int i0 = 0; i0 < MR; i0 += L) {
+      VecOf<T> v[L];
+      for (int i = 0; i < L; ++i) v[i] = i0 + i < MR ? load(A + (i0 + i) * lda + p) : VecOf<T>{};
+      transpose(v);
+      const int n = MR - i0 < L ? MR - i0 : L;
+      for (int e = 0; e < L; ++e) std::memcpy(panel + (p + e) * MR + i0, &v[e], sizeof(T) * n);
+    }
+  return full;
+}
+
 // Pack A (row i at A + i*lda, column p at + p*col_stride) into MR-row panels: panel b holds
 // rows b*MR .. b*MR+MR-1 as [kd][MR]; rows past m are zero.
 template <class T, int MR = MicroTile<T>::MR>
@@ -216,7 +265,9 @@ static void pack_a(int64_t m, int64_t kd, const T* A, int64_t lda, int64_t col_s
     T* panel = packed + i0 * kd;
     const int64_t rows = m - i0 < MR ? m - i0 : MR;
     if (rows == MR) {  // (unrolled: the common case)
-      for (int64_t p = 0; p < kd; ++p)
+      int64_t p0 = 0;
+      if (col_stride == 1) p0 = pack_rows_transposed<T, MR>(kd, A + i0 * lda, lda, panel);
+      for (int64_t p = p0; p < kd; ++p)
 #pragma GCC unroll 8
         for (int64_t i = 0; i < MR; ++i) panel[p * MR + i] = A[(i0 + i) * lda + p * col_stride];
       continue;

@@ -66,38 +66,6 @@ inline void masked_row_load(const double* row, int64_t base, int64_t W, VecOf<do
 #endif
 }
 
-// r[i][j] <-> r[j][i].
-inline void transpose(VecOf<float> (&r)[8]) {
-  typedef VecOf<float> V;
-  V t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {  // pairs of rows interleaved
-    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-  }
-  for (int i = 0; i < 8; i += 4)  // then pairs of pairs: u[i + j] holds columns j and j + 4
-    for (int h = 0; h < 2; ++h) {
-      u[i + 2 * h] = __builtin_shufflevector(t[i + h], t[i + 2 + h], 0, 1, 8, 9, 4, 5, 12, 13);
-      u[i + 2 * h + 1] = __builtin_shufflevector(t[i + h], t[i + 2 + h], 2, 3, 10, 11, 6, 7, 14, 15);
-    }
-  for (int i = 0; i < 4; ++i) {  // then the 128-bit halves
-    r[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-    r[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-  }
-}
-inline void transpose(VecOf<double> (&r)[4]) {
-  typedef VecOf<double> V;
-  V t[4];
-  for (int i = 0; i < 4; i += 2) {
-    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 4, 2, 6);
-    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 1, 5, 3, 7);
-  }
-  for (int h = 0; h < 2; ++h) {
-    r[h] = __builtin_shufflevector(t[h], t[h + 2], 0, 1, 4, 5);
-    r[h + 2] = __builtin_shufflevector(t[h], t[h + 2], 2, 3, 6, 7);
-  }
-}
-
-
 // Every group's transformed kernels (U, or U^T when transposed), packed per (group, position
 // xi) at packed + (gi * positions + xi) * per_xi; a task per MR-row panel, done by
 // panel(group's w, Kg, Cg, first row, transposed, group's packed, per_xi). `phases`: the packed

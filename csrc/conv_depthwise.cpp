@@ -20,9 +20,9 @@
 // plane_slabs does the spreading as it lays a plane out.
 //
 // Backward-weight is R*S dot products per plane over the same layout, all taps' sums in
-// registers over one pass, grad_out laid out wide with zeros in the dropped columns (so an x
-// that is not all finite, whose inf would meet one of those zeros, goes to implicit_gemm's
-// kernel instead).
+// registers over one pass, grad_out laid out wide with zeros in the dropped columns (so where
+// an inf of x meets one of those zeros, grad_w is not all finite and is made again by
+// implicit_gemm's kernel: kernel_table.cpp's finite_or_direct).
 //
 // Tasks: forward and backward-data, runs of consecutive planes (image, channel), all output
 // channels of each; backward-weight, one channel each (all images in order inside). Fixed
@@ -464,7 +464,6 @@ void conv_backward_data_depthwise(const ConvGeom& g, const T* gy, const T* w, co
 
 template <class T>
 void conv_backward_weight_depthwise(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
-  if (!all_finite(x, g.N * g.C * g.H * g.W)) return conv_backward_weight<T>(g, gy, x, gw, threads);
   constexpr int L = Vec<T>::kLanes, TB = 9;  // taps per pass: a 3x3 kernel in one
   const PlaneSlabs lay = plane_slabs_layout<T>(g, g.W, 1, 1);
   const int64_t Wp = lay.Wp, RS = g.R * g.S, HW = g.H * g.W, OHW = g.OH * g.OW;

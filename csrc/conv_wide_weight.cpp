@@ -7,7 +7,8 @@
 // zero-bordered slabs and gyw, one pass over x and grad_out per task that needs them.
 //
 // The dropped columns multiply a zero of gyw by a value of x; an inf or NaN there would turn
-// that zero into NaN, so an x that is not all finite goes to implicit_gemm's kernel instead.
+// that zero into NaN, so a grad_w that is not all finite is made again by implicit_gemm's kernel
+// (kernel_table.cpp's finite_or_direct).
 //
 // Work: pieces (image, block of output rows) are split into up to 8 chunks, each summed into
 // its own partial grad_w (at most kMaxPartials elements in all); patch tiles and grad_out
@@ -42,7 +43,6 @@ template <class T>
 void conv_backward_weight_wide(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
   typedef typename Vec<T>::type V;
   constexpr int L = Vec<T>::kLanes;
-  if (!all_finite(x, g.N * g.C * g.H * g.W)) return conv_backward_weight<T>(g, gy, x, gw, threads);
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, rows = Cg * g.R * g.S, OHW = g.OH * g.OW;
   if (g.N * OHW == 0) {  // an empty sum
     std::memset(gw, 0, sizeof(T) * g.K * rows);

@@ -1,7 +1,21 @@
 #include "kernels.h"
+#include "wide.h"
 
 namespace fastconv {
 namespace FC_ISA {
+
+// A backward-weight kernel that meets values the direct sum does not (the zeros of grad_out laid
+// out wide meet x in the dropped columns) or combines inputs in transforms (inf - inf): an inf or
+// NaN in x or grad_out, or a transform's overflow, is then an inf or NaN in its grad_w (0 * inf
+// and inf - inf are NaN, and nothing turns them finite again), and the direct kernel's grad_w,
+// the reference's, is taken instead. grad_w is checked after (K x C/groups x R x S elements)
+// rather than x and grad_out before: that scan of both inputs, on one thread, was 5 % of
+// winograd_s2's backward-weight on decoder.tconv1.
+template <class T, void (*Fast)(const ConvGeom&, const T*, const T*, T*, int)>
+static void finite_or_direct(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
+  Fast(g, gy, x, gw, threads);
+  if (!all_finite(gw, g.K * (g.C / g.groups) * g.R * g.S)) conv_backward_weight<T>(g, gy, x, gw, threads);
+}
 
 template <class T>
 static KernelTable<T> make_table() {
@@ -15,7 +29,7 @@ static KernelTable<T> make_table() {
   t.conv_forward_nhwc = conv_forward_nhwc<T>;
   t.conv_forward_depthwise = conv_forward_depthwise<T>;
   t.conv_backward_data_depthwise = conv_backward_data_depthwise<T>;
-  t.conv_backward_weight_depthwise = conv_backward_weight_depthwise<T>;
+  t.conv_backward_weight_depthwise = finite_or_direct<T, conv_backward_weight_depthwise<T>>;
   t.conv_backward_data = conv_backward_data<T>;
   t.conv_backward_data_col2im = conv_backward_data_col2im<T>;
   t.conv_backward_data_narrow = conv_backward_data_narrow<T>;
@@ -23,12 +37,12 @@ static KernelTable<T> make_table() {
   t.conv_backward_weight_nhwc = conv_backward_weight_nhwc<T>;
   t.conv_backward_data_winograd_f23 = conv_backward_data_winograd_f23<T>;
   t.conv_backward_data_winograd_f43 = conv_backward_data_winograd_f43<T>;
-  t.conv_backward_weight_winograd_f23 = conv_backward_weight_winograd_f23<T>;
-  t.conv_backward_weight_winograd_f43 = conv_backward_weight_winograd_f43<T>;
+  t.conv_backward_weight_winograd_f23 = finite_or_direct<T, conv_backward_weight_winograd_f23<T>>;
+  t.conv_backward_weight_winograd_f43 = finite_or_direct<T, conv_backward_weight_winograd_f43<T>>;
   t.conv_forward_winograd_s2 = conv_forward_winograd_s2<T>;
   t.conv_backward_data_winograd_s2 = conv_backward_data_winograd_s2<T>;
-  t.conv_backward_weight_winograd_s2 = conv_backward_weight_winograd_s2<T>;
-  t.conv_backward_weight_wide = conv_backward_weight_wide<T>;
+  t.conv_backward_weight_winograd_s2 = finite_or_direct<T, conv_backward_weight_winograd_s2<T>>;
+  t.conv_backward_weight_wide = finite_or_direct<T, conv_backward_weight_wide<T>>;
   t.conv_max_pool_forward = conv_max_pool_forward<T>;
   t.conv_max_pool_backward_weight = conv_max_pool_backward_weight<T>;
   t.max_pool_forward = max_pool_forward<T>;

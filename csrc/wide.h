@@ -107,10 +107,10 @@ static void lay_out_wide(const T* src, int64_t nrows, int64_t OW, int64_t Wp, in
   for (int64_t e = nrows > 0 ? (nrows - 1) * Wp + OW : 0; e < len; ++e) dst[e] = T(0);
 }
 
-// Whether x holds no inf or NaN. The wide backward-weight kernels multiply zeros of grad_out by
-// values of x in the dropped columns; an inf there would make NaN where the true sum has none,
-// so they hand such an x to implicit_gemm. (x - x is 0 for finite x and NaN otherwise, and a NaN
-// survives the sums; vectors of independent sums, as the compiler may not reorder one sum.)
+// Whether x holds no inf or NaN: the Winograd kernels' inputs, and the result of every
+// backward-weight kernel that meets values the direct sum does not (kernel_table.cpp). (x - x is
+// 0 for finite x and NaN otherwise, and a NaN survives the sums; vectors of independent sums, as
+// the compiler may not reorder one sum.)
 template <class T>
 static bool all_finite(const T* x, int64_t n) {
   typedef typename Vec<T>::type V;

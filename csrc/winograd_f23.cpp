@@ -20,7 +20,8 @@
 // Coefficients are 0, +-1, +-1/2 only: the error stays within a few roundoffs of the direct sum.
 //
 // The transforms subtract inputs, so an infinite input would give inf - inf = NaN where the
-// direct sum gives +-inf (PyTorch's answer): such inputs go to the implicit GEMM instead.
+// direct sum gives +-inf (PyTorch's answer): such inputs go to the implicit GEMM instead (for
+// backward-weight, a result that is not all finite: kernel_table.cpp's finite_or_direct).
 // Every output element is produced by one task in an order fixed by the shape, and the
 // backward-weight's per-chunk partial sums are added in chunk order: thread-count independent.
 #include <immintrin.h>
@@ -346,8 +347,6 @@ void conv_backward_weight_winograd_f23(const ConvGeom& g, const T* gy, const T* 
     std::memset(gw, 0, sizeof(T) * g.K * Cg * 9);
     return;
   }
-  if (!all_finite(x, g.N * g.C * g.H * g.W) || !all_finite(gy, g.N * g.K * OHW))
-    return conv_backward_weight<T>(g, gy, x, gw, threads);
 
   // Per position xi, M^T[c][k] = sum over tiles t of V[c][t] Z[k][t]: a GEMM with the tiles as
   // its reduction, A = V (packed from the transform's [c][t] rows), B = Z^T [t][k] (the grad_out

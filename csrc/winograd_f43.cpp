@@ -19,7 +19,8 @@
 // Accuracy: the transforms' coefficients reach 5 (B), 1/24 (G) and 8 (A), so each output
 // carries more roundoffs than F(2x2, 3x3)'s (measured: ~2e-6 of the sum of |products| in float32
 // vs ~1e-7, inside the tests' bound); the autotuner only picks it where it is faster. Infinite
-// inputs or weights go to the implicit GEMM (inf - inf in the transforms). One writer per
+// inputs or weights go to the implicit GEMM (inf - inf in the transforms; backward-weight checks
+// its result instead, kernel_table.cpp's finite_or_direct). One writer per
 // output: thread-count independent.
 #include <cstdint>
 #include <cstring>
@@ -347,8 +348,6 @@ void conv_backward_weight_winograd_f43(const ConvGeom& g, const T* gy, const T* 
     std::memset(gw, 0, sizeof(T) * g.K * Cg * 9);
     return;
   }
-  if (!all_finite(x, g.N * g.C * g.H * g.W) || !all_finite(gy, g.N * g.K * OHW))
-    return conv_backward_weight<T>(g, gy, x, gw, threads);
 
   const int64_t KW = round_up(Kg, NR), msize = kXi * Cg * Kg;  // one group's M, [xi][c][k]
   const Chunks chunks = weight_chunks(tile_rows, msize);

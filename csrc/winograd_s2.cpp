@@ -15,7 +15,8 @@
 // where the forward read d); backward-weight is G^T [sum_t Z_t (.) V_t] G per phase.
 //
 // Every coefficient is 0 or +-1: each output carries a roundoff or two more than the direct sum.
-// Infinite inputs or weights go to the implicit GEMM (inf - inf in the transforms). One writer
+// Infinite inputs or weights go to the implicit GEMM (inf - inf in the transforms; backward-weight
+// checks its result instead, kernel_table.cpp's finite_or_direct). One writer
 // per output (forward, adjoint) and per-chunk partials added in chunk order (backward-weight):
 // thread-count independent.
 #include <cstdint>
@@ -383,8 +384,6 @@ void conv_backward_weight_winograd_s2(const ConvGeom& g, const T* gy, const T* x
     std::memset(gw, 0, sizeof(T) * g.K * Cg * 16);
     return;
   }
-  if (!all_finite(x, g.N * g.C * g.H * g.W) || !all_finite(gy, g.N * g.K * OHW))
-    return conv_backward_weight<T>(g, gy, x, gw, threads);
 
   const int64_t KW = round_up(Kg, NR), msize = kXi * kPhases * Cg * Kg;  // one group's M
   const Chunks chunks = weight_chunks(tile_rows, msize);

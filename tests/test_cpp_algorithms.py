@@ -343,9 +343,43 @@ def test_forced_dot_wide_backward_weight(case, dtype, rng):
                   n * g.out_h * g.out_w, dtype, what="dot_wide backward-weight")
 
 
+@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f43", "winograd_s2"])
+@pytest.mark.parametrize("where", ["x", "grad_out", "huge"])
+def test_winograd_backward_weight_with_infinities_matches_the_direct_sum(where, name, rng):
+    """The Winograd backward-weight kernels are not handed infinite inputs up front: their grad_w
+    comes out with inf or NaN, and is then made again by the direct kernel. So the result is the
+    direct sum's, +-inf where it has them, even where the transforms would overflow ("huge": finite
+    inputs whose transformed sums pass float32's range)."""
+    kernel, stride = (4, 2) if name == "winograd_s2" else (3, 1)
+    x = rng.standard_normal((2, 8, 10, 10)).astype(np.float32)
+    wt = rng.standard_normal((8, 8, kernel, kernel)).astype(np.float32)
+    kw = dict(stride=stride, padding=1)
+    g = P.conv_params(x, wt, None, stride, 1, 1, 1)[5]
+    gy = np.abs(rng.standard_normal(g.y_shape)).astype(np.float32)
+    if where == "x":
+        x[1, 2, 4, 4], x[0, 3, 0, 1] = np.inf, -np.inf
+    elif where == "grad_out":
+        gy[1, 3, 2, 2] = np.inf
+    else:  # differences of +-2e38 overflow; the direct sum's products (grad_out <= 1e-3) do not
+        x[0, 1] = rng.choice(np.float32([-2e38, 2e38]), size=x.shape[2:])
+        gy *= np.float32(1e-4)
+    with cpp_algorithms.force(name):
+        assert cpp.algorithm_for("conv_backward_weight", g, np.float32).name == name
+        gw = fastconv.conv2d_backward(gy, x, wt, None, backend="cpp", needs=(False, True, False), **kw)[1]
+    want = ref(fastconv.conv2d_backward, gy, x, wt, None, **kw)[1]
+    np.testing.assert_array_equal(np.isnan(gw), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(gw), np.isinf(want))
+    if where == "huge":
+        assert_within(gw, want, ref(fastconv.conv2d_backward, gy, np.abs(x), wt, None, **kw)[1],
+                      gy.shape[0] * gy.shape[2] * gy.shape[3], np.float32, what=f"{name} backward-weight")
+    else:
+        assert not np.isfinite(want).all()
+
+
 def test_dot_wide_with_infinities_matches_the_direct_sum(rng):
     """An inf at x's corner reaches only tap (0, 0) of the true sum; the dropped columns must
-    not turn the other taps' sums into NaN (dot_wide hands such an x to implicit_gemm)."""
+    not turn the other taps' sums into NaN (dot_wide's grad_w then has NaN, and is made again by
+    implicit_gemm)."""
     x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
     x[1, 2, 0, 0] = np.inf
     wt = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)

@@ -6,7 +6,8 @@
 // one to three runs of the slab (they break only where an output row ends), packed right
 // before use with whole-vector copies (gemm_packed_segments), in L1. Where a task is one image
 // and OW is a multiple of NR, every panel is a single run: B is then read in place and C
-// written straight into y (gemm_direct.h), with no copy either side. implicit_gemm instead
+// written straight into y (gemm_direct.h), with no copy either side; one image with a single
+// reduction block also writes C into y, its panels packed. implicit_gemm instead
 // gathers a patch tile that outgrows L1 with bookkeeping per OW-long segment; an earlier
 // version of this kernel computed the "wide" columns between output rows and dropped them,
 // 15-25 % of the work on MNIST-sized planes.
@@ -125,9 +126,9 @@ void conv_forward_wide(const ConvGeom& g, const T* x, const T* w, const T* bias,
     if (ni == 1 && kc_block(rows) == rows) {
       // One image and one reduction block: its output block for channel k is one run of y, so C
       // is still written into y, B's panels packed (pack_segment_panel) as the GEMM reaches them.
-      // Writing C to a tile and copying it out cost a third of a 3-channel conv with a 12 MB
-      // output (DCGAN-style); over several reduction blocks, though, C is read back each block,
-      // and that was faster from the tile (deeplab's dilated layer, 10.1 -> 10.6 ms).
+      // Writing C to a tile and copying it out cost a tenth of a 3-channel conv with a 12 MB
+      // output (decoder.tconv2's grad_x); over several reduction blocks, though, C is read back
+      // each block, and that was faster from the tile (deeplab's dilated layer: 10.1 vs 10.6 ms).
       T* panel = static_cast<T*>(thread_workspace(sizeof(T) * (kMaxKC + 1) * NR, kSlotTile2));
       const auto b_panel = [&](int64_t j, int64_t k, int64_t kc) {
         pack_segment_panel<T>(kc, patch_rows + k, seg_first[j / NR], seg_first[j / NR + 1], seg_dst, seg_src, panel);

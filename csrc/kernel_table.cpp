@@ -17,14 +17,26 @@ static void finite_or_direct(const ConvGeom& g, const T* gy, const T* x, T* gw, 
   if (!all_finite(gw, g.K * (g.C / g.groups) * g.R * g.S)) conv_backward_weight<T>(g, gy, x, gw, threads);
 }
 
+// Winograd's transforms subtract inputs, so an inf would give inf - inf = NaN where the direct sum
+// has +-inf (PyTorch's answer): a forward or backward-data (kAdjoint) whose weights or input hold
+// an inf or NaN is the direct kernel's. (Their outputs can be far larger than their inputs, so
+// the inputs are scanned first, not the result as above.)
+template <class T, bool kAdjoint, void (*Fast)(const ConvGeom&, const T*, const T*, const T*, T*, int)>
+static void finite_inputs_or_direct(const ConvGeom& g, const T* in, const T* w, const T* bias, T* out, int threads) {
+  const int64_t in_size = kAdjoint ? g.N * g.K * g.OH * g.OW : g.N * g.C * g.H * g.W;
+  if (all_finite(w, g.K * (g.C / g.groups) * g.R * g.S) && all_finite(in, in_size)) return Fast(g, in, w, bias, out, threads);
+  if (kAdjoint) return conv_backward_data<T>(g, in, w, bias, out, threads);
+  conv_forward<T>(g, in, w, bias, out, threads);
+}
+
 template <class T>
 static KernelTable<T> make_table() {
   // By name: most entries share a signature, so a positional initialiser could swap two silently.
   KernelTable<T> t{};
   t.conv_forward = conv_forward<T>;
   t.conv_forward_wide = conv_forward_wide<T>;
-  t.conv_forward_winograd_f23 = conv_forward_winograd_f23<T>;
-  t.conv_forward_winograd_f43 = conv_forward_winograd_f43<T>;
+  t.conv_forward_winograd_f23 = finite_inputs_or_direct<T, false, conv_forward_winograd_f23<T>>;
+  t.conv_forward_winograd_f43 = finite_inputs_or_direct<T, false, conv_forward_winograd_f43<T>>;
   t.conv_forward_1x1 = conv_forward_1x1<T>;
   t.conv_forward_nhwc = conv_forward_nhwc<T>;
   t.conv_forward_depthwise = conv_forward_depthwise<T>;
@@ -35,12 +47,12 @@ static KernelTable<T> make_table() {
   t.conv_backward_data_narrow = conv_backward_data_narrow<T>;
   t.conv_backward_weight = conv_backward_weight<T>;
   t.conv_backward_weight_nhwc = conv_backward_weight_nhwc<T>;
-  t.conv_backward_data_winograd_f23 = conv_backward_data_winograd_f23<T>;
-  t.conv_backward_data_winograd_f43 = conv_backward_data_winograd_f43<T>;
+  t.conv_backward_data_winograd_f23 = finite_inputs_or_direct<T, true, conv_backward_data_winograd_f23<T>>;
+  t.conv_backward_data_winograd_f43 = finite_inputs_or_direct<T, true, conv_backward_data_winograd_f43<T>>;
   t.conv_backward_weight_winograd_f23 = finite_or_direct<T, conv_backward_weight_winograd_f23<T>>;
   t.conv_backward_weight_winograd_f43 = finite_or_direct<T, conv_backward_weight_winograd_f43<T>>;
-  t.conv_forward_winograd_s2 = conv_forward_winograd_s2<T>;
-  t.conv_backward_data_winograd_s2 = conv_backward_data_winograd_s2<T>;
+  t.conv_forward_winograd_s2 = finite_inputs_or_direct<T, false, conv_forward_winograd_s2<T>>;
+  t.conv_backward_data_winograd_s2 = finite_inputs_or_direct<T, true, conv_backward_data_winograd_s2<T>>;
   t.conv_backward_weight_winograd_s2 = finite_or_direct<T, conv_backward_weight_winograd_s2<T>>;
   t.conv_backward_weight_wide = finite_or_direct<T, conv_backward_weight_wide<T>>;
   t.conv_max_pool_forward = conv_max_pool_forward<T>;

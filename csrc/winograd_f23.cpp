@@ -20,8 +20,8 @@
 // Coefficients are 0, +-1, +-1/2 only: the error stays within a few roundoffs of the direct sum.
 //
 // The transforms subtract inputs, so an infinite input would give inf - inf = NaN where the
-// direct sum gives +-inf (PyTorch's answer): such inputs go to the implicit GEMM instead (for
-// backward-weight, a result that is not all finite: kernel_table.cpp's finite_or_direct).
+// direct sum gives +-inf (PyTorch's answer): such inputs go to the implicit GEMM instead (kernel_table.cpp's
+// finite_inputs_or_direct; for backward-weight, a result that is not all finite: finite_or_direct).
 // Every output element is produced by one task in an order fixed by the shape, and the
 // backward-weight's per-chunk partial sums are added in chunk order: thread-count independent.
 #include <immintrin.h>
@@ -166,8 +166,6 @@ void conv_forward_winograd_f23(const ConvGeom& g, const T* x, const T* w, const 
   const Tiling tl = tiling(g, L);
   const int64_t tile_rows = g.N * tl.tiles_h;
   if (tile_rows == 0 || tl.tiles_w == 0) return;
-  if (!all_finite(w, g.K * Cg * 9) || !all_finite(x, g.N * g.C * g.H * g.W))
-    return conv_forward<T>(g, x, w, bias, y, threads);
 
   const int64_t per_xi = packed_a_size<T>(Kg, Cg);
   T* packed_u = static_cast<T*>(thread_workspace(sizeof(T) * 16 * per_xi * g.groups, kSlotShared));
@@ -249,7 +247,7 @@ void conv_backward_data_winograd_f23(const ConvGeom& g, const T* gy, const T* w,
   const Tiling tl = tiling(g, L);
   const int64_t per_image = tl.tiles_h * tl.tiles_w;
   if (g.N * g.C * HW == 0) return;
-  if (per_image == 0 || !all_finite(w, g.K * Cg * 9) || !all_finite(gy, g.N * g.K * OHW))
+  if (per_image == 0)
     return conv_backward_data<T>(g, gy, w, bias, gx, threads);
 
   const int64_t per_xi = packed_a_size<T>(Cg, Kg);

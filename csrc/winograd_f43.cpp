@@ -19,8 +19,8 @@
 // Accuracy: the transforms' coefficients reach 5 (B), 1/24 (G) and 8 (A), so each output
 // carries more roundoffs than F(2x2, 3x3)'s (measured: ~2e-6 of the sum of |products| in float32
 // vs ~1e-7, inside the tests' bound); the autotuner only picks it where it is faster. Infinite
-// inputs or weights go to the implicit GEMM (inf - inf in the transforms; backward-weight checks
-// its result instead, kernel_table.cpp's finite_or_direct). One writer per
+// inputs or weights go to the implicit GEMM (inf - inf in the transforms; kernel_table.cpp's
+// finite_inputs_or_direct, and for backward-weight, which checks its result, finite_or_direct). One writer per
 // output: thread-count independent.
 #include <cstdint>
 #include <cstring>
@@ -286,8 +286,6 @@ void conv_forward_winograd_f43(const ConvGeom& g, const T* x, const T* w, const 
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups;
   const int64_t tiles_h = ceil_div(g.OH, 4), tiles_w = ceil_div(g.OW, 4), tile_rows = g.N * tiles_h;
   if (tile_rows == 0 || tiles_w == 0) return;
-  if (!all_finite(w, g.K * Cg * 9) || !all_finite(x, g.N * g.C * g.H * g.W))
-    return conv_forward<T>(g, x, w, bias, y, threads);
 
   const int64_t per_xi = packed_a_size<T>(Kg, Cg);
   T* packed_u = static_cast<T*>(thread_workspace(sizeof(T) * kXi * per_xi * g.groups, kSlotShared));
@@ -315,7 +313,7 @@ void conv_backward_data_winograd_f43(const ConvGeom& g, const T* gy, const T* w,
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups;
   const int64_t tiles_h = ceil_div(g.OH, 4), tiles_w = ceil_div(g.OW, 4);
   if (g.N * g.C * g.H * g.W == 0) return;
-  if (tiles_h * tiles_w == 0 || !all_finite(w, g.K * Cg * 9) || !all_finite(gy, g.N * g.K * g.OH * g.OW))
+  if (tiles_h * tiles_w == 0)
     return conv_backward_data<T>(g, gy, w, bias, gx, threads);
 
   const int64_t per_xi = packed_a_size<T>(Cg, Kg);

@@ -15,8 +15,8 @@
 // where the forward read d); backward-weight is G^T [sum_t Z_t (.) V_t] G per phase.
 //
 // Every coefficient is 0 or +-1: each output carries a roundoff or two more than the direct sum.
-// Infinite inputs or weights go to the implicit GEMM (inf - inf in the transforms; backward-weight
-// checks its result instead, kernel_table.cpp's finite_or_direct). One writer
+// Infinite inputs or weights go to the implicit GEMM (inf - inf in the transforms; kernel_table.cpp's
+// finite_inputs_or_direct, and for backward-weight, which checks its result, finite_or_direct). One writer
 // per output (forward, adjoint) and per-chunk partials added in chunk order (backward-weight):
 // thread-count independent.
 #include <cstdint>
@@ -326,8 +326,6 @@ void conv_forward_winograd_s2(const ConvGeom& g, const T* x, const T* w, const T
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups;
   const int64_t tiles_h = ceil_div(g.OH, 2), tiles_w = ceil_div(g.OW, 2), tile_rows = g.N * tiles_h;
   if (tile_rows == 0 || tiles_w == 0) return;
-  if (!all_finite(w, g.K * Cg * 16) || !all_finite(x, g.N * g.C * g.H * g.W))
-    return conv_forward<T>(g, x, w, bias, y, threads);
 
   const int64_t per_xi = packed_a_size<T>(Kg, kPhases * Cg);
   T* packed_u = static_cast<T*>(thread_workspace(sizeof(T) * kXi * per_xi * g.groups, kSlotShared));
@@ -352,7 +350,7 @@ void conv_backward_data_winograd_s2(const ConvGeom& g, const T* gy, const T* w, 
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups;
   const int64_t tiles_h = ceil_div(g.OH, 2), tiles_w = ceil_div(g.OW, 2);
   if (g.N * g.C * g.H * g.W == 0) return;
-  if (tiles_h * tiles_w == 0 || !all_finite(w, g.K * Cg * 16) || !all_finite(gy, g.N * g.K * g.OH * g.OW))
+  if (tiles_h * tiles_w == 0)
     return conv_backward_data<T>(g, gy, w, bias, gx, threads);
 
   const int64_t per_xi = packed_a_size<T>(kPhases * Cg, Kg);

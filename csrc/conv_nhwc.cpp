@@ -113,18 +113,23 @@ void weights_tap_major(const ConvGeom& g, const T* w, T* b, int64_t panels, int 
   auto row_of = [&](int64_t r) { return (r % RS) * g.C + r / RS; };
   parallel_tasks(panels, threads, [&](int64_t jp) {  // a task per panel
     T* panel = b + jp * cols * NR;
-    for (int64_t r0 = 0; r0 < full; r0 += L) {
-      int64_t rows[L];  // B's rows of w's columns r0 .. r0 + L - 1, by counting (a division each was
-      int64_t tap = r0 % RS, c = r0 / RS;  // most of this loop's time)
-      for (int e = 0; e < L; ++e) {
-        rows[e] = tap * g.C + c;
-        if (++tap == RS) tap = 0, ++c;
-      }
-      for (int64_t k0 = jp * NR; k0 < (jp + 1) * NR; k0 += L) {
+    for (int64_t k0 = jp * NR; k0 < (jp + 1) * NR; k0 += L) {
+      int64_t tap = 0, c = 0;  // of column r0, by counting (a division each was most of this loop's time)
+      for (int64_t r0 = 0; r0 < full; r0 += L) {
         V v[L];
-        for (int a = 0; a < L; ++a) v[a] = k0 + a < g.K ? load(w + (k0 + a) * cols + r0) : V{};
+        for (int a = 0; a < L; ++a) {
+          if (k0 + a >= g.K) {
+            v[a] = V{};
+            continue;
+          }
+          __builtin_prefetch(w + (k0 + a) * cols + r0 + 64);
+          v[a] = load(w + (k0 + a) * cols + r0);
+        }
         transpose(v);
-        for (int e = 0; e < L; ++e) store(panel + rows[e] * NR + k0 - jp * NR, v[e]);
+        for (int e = 0; e < L; ++e) {
+          store(panel + (tap * g.C + c) * NR + k0 - jp * NR, v[e]);
+          if (++tap == RS) tap = 0, ++c;
+        }
       }
     }
     for (int64_t r = full; r < cols; ++r)

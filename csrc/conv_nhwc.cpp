@@ -9,10 +9,16 @@
 // gathered. That gather, one element at a time, cost as much as the GEMM on small planes (MNIST's
 // 5x5 conv3, ResNet's 7x7 layer4), where whole-row tricks waste most of each row.
 //
-// Tasks: blocks of pixels x blocks of output channels; each output is summed by one task in a
-// fixed order (segment by segment, KC rows at a time): thread-count independent.
+// Taps on the zero padding are skipped where that saves work: the output plane is cut into regions
+// whose pixels all meet the input at the same taps (on ResNet's 7x7 layer4 a fifth of all taps
+// meet padding; oneDNN skips them too), and a region's pixels take only its taps. Only zero terms
+// are left out, so the sums, in the same order, are the same.
+//
+// Tasks: blocks of a region's pixels x blocks of output channels; each output is summed by one
+// task in a fixed order (segment by segment, KC rows at a time): thread-count independent.
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "gather.h"
 #include "gemm_microkernel.h"
@@ -43,7 +49,6 @@ struct Layout {
   int64_t Hp, Wp;          // x_t's padded plane; input (ih, iw) at (ih + ph, iw + pw)
   int64_t seg_len, nseg;   // reduction segments: contiguous runs of x_t (and of B's rows)
   bool merged_width;       // a segment is a whole kernel row (dilation 1 along the width)
-  int64_t kc;              // rows of B per micro-kernel call: a segment cut into equal blocks
   bool fused;              // the whole reduction is short: all segments summed in registers at once
 };
 
@@ -54,23 +59,87 @@ Layout layout(const ConvGeom& g) {
   l.merged_width = g.dw == 1;
   l.seg_len = l.merged_width ? g.S * g.C : g.C;
   l.nseg = l.merged_width ? g.R : g.R * g.S;
-  // Up to 512: the C tile is loaded and stored once per block (at 128 that was a fifth of the time
-  // on layer4); B's block, 32 KiB a panel, is read from L2.
-  l.kc = ceil_div(l.seg_len, ceil_div(l.seg_len, 512));
   l.fused = l.nseg > 1 && l.nseg <= kMaxSegments && l.nseg * l.seg_len <= kFusedRows;
   return l;
 }
 
-// out[t] = where pixel p0 + t of the chunk (image, oh, ow) reads its first input element (tap 0, 0;
-// channel 0) in x_t, for t < count. Counted, not divided out: a division each was as slow as
-// packing gy.
-void pixel_offsets(const ConvGeom& g, const Layout& l, int64_t p0, int64_t count, int64_t* out) {
-  const int64_t P = g.OH * g.OW;
-  int64_t n = p0 / P, oh = p0 % P / g.OW, ow = p0 % g.OW;
+// A rectangle of the output plane (rows oh0 .. oh1 - 1, columns ow0 .. ow1 - 1) in every image of a
+// chunk, whose pixels read the input only at taps (i, j) with i0 <= i < i1 and j0 <= j < j1: the
+// others fall on padding. Its pixels are ordered image, row, column.
+struct Region {
+  int64_t oh0, oh1, ow0, ow1, i0, i1, j0, j1;
+  int64_t area() const { return (oh1 - oh0) * (ow1 - ow0); }
+  int64_t taps() const { return (i1 - i0) * (j1 - j0); }
+};
+
+// A run of output positions [o0, o1) along one axis that read the input at the same taps [t0, t1):
+// position o, tap t reads o stride - pad + t dil, inside [0, in) or padding.
+struct Band {
+  int64_t o0, o1, t0, t1;
+};
+
+std::vector<Band> bands(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t dil, int64_t taps) {
+  std::vector<Band> b;
+  for (int64_t o = 0; o < out; ++o) {
+    int64_t t0 = 0, t1 = taps;
+    while (t0 < t1 && o * stride - pad + t0 * dil < 0) ++t0;
+    while (t1 > t0 && o * stride - pad + (t1 - 1) * dil >= in) --t1;
+    if (t0 == t1) t0 = t1 = 0;
+    if (!b.empty() && b.back().t0 == t0 && b.back().t1 == t1)
+      b.back().o1 = o + 1;
+    else
+      b.push_back({o, o + 1, t0, t1});
+  }
+  return b;
+}
+
+// The whole plane as one region with all taps (padding read as zeros), or the regions that skip
+// the padding, whichever takes fewer micro-kernel calls x taps on a chunk of `images`: cut into
+// many small regions, a plane pays for their part-filled MR-pixel tiles.
+std::vector<Region> regions(const ConvGeom& g, int64_t images, int64_t MR) {
+  std::vector<Region> whole{{0, g.OH, 0, g.OW, 0, g.R, 0, g.S}}, split;
+  for (const Band& r : bands(g.OH, g.H, g.sh, g.ph, g.dh, g.R))
+    for (const Band& c : bands(g.OW, g.W, g.sw, g.pw, g.dw, g.S)) split.push_back({r.o0, r.o1, c.o0, c.o1, r.t0, r.t1, c.t0, c.t1});
+  auto work = [&](const std::vector<Region>& rs) {
+    int64_t sum = 0;
+    for (const Region& r : rs) sum += ceil_div(images * r.area(), MR) * r.taps();
+    return sum;
+  };
+  return work(split) * 100 <= work(whole) * 93 ? split : whole;  // 7 %: the cost of more, shorter stores
+}
+
+// A run of one pixel's reduction: B's rows [row, row + len), read from x_t at the pixel's first
+// input element + offset.
+struct Span {
+  int64_t offset, row, len;
+};
+
+std::vector<Span> spans(const ConvGeom& g, const Layout& l, const Region& r) {
+  std::vector<Span> out;
+  for (int64_t i = r.i0; i < r.i1; ++i) {
+    if (l.merged_width) {  // the kernel row's taps j0 .. j1 - 1: contiguous in x_t and in B
+      out.push_back({(i * g.dh * l.Wp + r.j0) * g.C, (i * g.S + r.j0) * g.C, (r.j1 - r.j0) * g.C});
+      continue;
+    }
+    for (int64_t j = r.j0; j < r.j1; ++j) out.push_back({(i * g.dh * l.Wp + j * g.dw) * g.C, (i * g.S + j) * g.C, g.C});
+  }
+  return out;
+}
+
+// out[t] = where pixel e0 + t of region r reads its first input element (tap 0, 0; channel 0) in
+// x_t, for t < count. Counted, not divided out: a division each was as slow as packing gy.
+void pixel_offsets(const ConvGeom& g, const Layout& l, const Region& r, int64_t e0, int64_t count, int64_t* out) {
+  const int64_t width = r.ow1 - r.ow0;
+  int64_t n = e0 / r.area(), oh = r.oh0 + e0 % r.area() / width, ow = r.ow0 + e0 % width;
   for (int64_t t = 0; t < count; ++t) {
     out[t] = ((n * l.Hp + oh * g.sh) * l.Wp + ow * g.sw) * g.C;
-    if (++ow == g.OW && (ow = 0, ++oh == g.OH)) oh = 0, ++n;
+    if (++ow == r.ow1 && (ow = r.ow0, ++oh == r.oh1)) oh = r.oh0, ++n;
   }
+}
+
+// The same over the whole plane: pixel p0 + t of the chunk.
+void pixel_offsets(const ConvGeom& g, const Layout& l, int64_t p0, int64_t count, int64_t* out) {
+  pixel_offsets(g, l, Region{0, g.OH, 0, g.OW, 0, g.R, 0, g.S}, p0, count, out);
 }
 
 // Where segment s of a pixel's reduction starts in x_t, from the pixel's base.
@@ -175,60 +244,75 @@ void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias,
   // x_t after B in the shared slot would move B; it gets its own buffer (kSlotTile2 is per thread,
   // so the calling thread's, sized for a chunk, is used by all tasks: read-only inside them).
   T* xt = static_cast<T*>(thread_workspace(sizeof(T) * (chunk * image_elems + MicroTile<T>::NR), kSlotTile2));
+  const std::vector<Region> rs = regions(g, chunk, MR);
+  std::vector<std::vector<Span>> reductions;
+  for (const Region& r : rs) reductions.push_back(spans(g, l, r));
+  const int64_t most = brows * panels * NR * int64_t(sizeof(T)) > kLargeB ? kMaxPixels : kMaxPixels / 2;
+  const int64_t kblocks = ceil_div(panels * NR, kChannelBlock);
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
-    const int64_t n1 = min64(n0 + chunk, g.N), pixels = (n1 - n0) * P;
+    const int64_t n1 = min64(n0 + chunk, g.N);
     to_nhwc(g, l, x, n0, n1, xt, threads);
-    const int64_t most = brows * panels * NR * int64_t(sizeof(T)) > kLargeB ? kMaxPixels : kMaxPixels / 2;
-    const int64_t pblock = round_up(ceil_div(pixels, ceil_div(pixels, most)), MR);  // even blocks
-    const int64_t pblocks = ceil_div(pixels, pblock), kblocks = ceil_div(panels * NR, kChannelBlock);
-    parallel_tasks(pblocks * kblocks, threads, [&](int64_t task) {
-      const int64_t p0 = task / kblocks * pblock, np = min64(pblock, pixels - p0);
+    // Region ri's pixels in even blocks of pblock[ri], its tasks from first[ri].
+    std::vector<int64_t> pblock, first{0};
+    for (const Region& r : rs) {
+      const int64_t pixels = (n1 - n0) * r.area();
+      pblock.push_back(round_up(ceil_div(pixels, max64(1, ceil_div(pixels, most))), MR));
+      first.push_back(first.back() + ceil_div(pixels, pblock.back()) * kblocks);
+    }
+    parallel_tasks(first.back(), threads, [&](int64_t task) {
+      int64_t ri = 0;
+      while (task >= first[ri + 1]) ++ri;
+      const Region& r = rs[ri];
+      const std::vector<Span>& reduction = reductions[ri];
+      const int64_t e0 = (task - first[ri]) / kblocks * pblock[ri], np = min64(pblock[ri], (n1 - n0) * r.area() - e0);
       const int64_t j0 = task % kblocks * kChannelBlock, nj = min64(kChannelBlock, g.K - j0);
       T* out = static_cast<T*>(thread_workspace(sizeof(T) * (kMaxPixels + MR) * kChannelBlock, kSlotTile));
       int64_t pixel[kMaxPixels + MR];  // each pixel's first input element (tap 0, 0; channel 0) in x_t
-      pixel_offsets(g, l, p0, np, pixel);
-      if (l.fused) {  // all segments summed in registers: one store per output
-        int64_t offsets[kMaxSegments];
-        for (int64_t s = 0; s < l.nseg; ++s) offsets[s] = segment_offset(g, l, s);
+      pixel_offsets(g, l, r, e0, np, pixel);
+      if (l.fused || reduction.empty()) {  // all spans summed in registers: one store per output
         for (int64_t jj = 0; jj < nj; jj += NR) {
           const T* bp = b + (j0 + jj) / NR * brows * NR;
           for (int64_t t = 0; t < np; t += MR) {
             VecOf<T> acc[MR][2];
             tile_zero<T, MR, 2>(acc);
-            for (int64_t s = 0; s < l.nseg; ++s) {
+            for (const Span& sp : reduction) {
               RowPointers<T, MR> a;
-              for (int r = 0; r < MR; ++r) a.rows[r] = xt + pixel[min64(t + r, np - 1)] + offsets[s];
-              tile_accumulate<T, MR, 2>(acc, l.seg_len, a, StridedRows<T>{bp + s * l.seg_len * NR, NR});
+              for (int i = 0; i < MR; ++i) a.rows[i] = xt + pixel[min64(t + i, np - 1)] + sp.offset;
+              tile_accumulate<T, MR, 2>(acc, sp.len, a, StridedRows<T>{bp + sp.row * NR, NR});
             }
             tile_store<T, MR, 2>(acc, out + t * kChannelBlock + jj, kChannelBlock, static_cast<int>(min64(MR, np - t)),
                                  static_cast<int>(min64(NR, nj - jj)), false);
           }
         }
       } else {
-        for (int64_t s = 0; s < l.nseg; ++s) {
-          const int64_t offset = segment_offset(g, l, s);
-          const T* bs = b + s * l.seg_len * NR;  // the segment's rows, in panel 0
-          for (int64_t k0 = 0; k0 < l.seg_len; k0 += l.kc) {
-            const int64_t kc = min64(l.kc, l.seg_len - k0);
-            const bool acc = s > 0 || k0 > 0;
+        for (const Span& sp : reduction) {
+          // Up to 512 rows a call: the C tile is loaded and stored once per block (at 128 that was a
+          // fifth of the time on layer4); B's block, 32 KiB a panel, is read from L2.
+          const int64_t kc_most = ceil_div(sp.len, ceil_div(sp.len, 512));
+          for (int64_t k0 = 0; k0 < sp.len; k0 += kc_most) {
+            const int64_t kc = min64(kc_most, sp.len - k0);
+            const bool acc = &sp != &reduction[0] || k0 > 0;
             for (int64_t jj = 0; jj < nj; jj += NR)
               for (int64_t t = 0; t < np; t += MR) {
                 RowPointers<T, MR> a;
-                for (int r = 0; r < MR; ++r) a.rows[r] = xt + pixel[min64(t + r, np - 1)] + offset + k0;
-                microkernel_with<T, MR, 2>(kc, a, bs + ((j0 + jj) / NR * brows + k0) * NR, NR, out + t * kChannelBlock + jj,
-                                           kChannelBlock, static_cast<int>(min64(MR, np - t)),
-                                           static_cast<int>(min64(NR, nj - jj)), acc);
+                for (int i = 0; i < MR; ++i) a.rows[i] = xt + pixel[min64(t + i, np - 1)] + sp.offset + k0;
+                microkernel_with<T, MR, 2>(kc, a, b + ((j0 + jj) / NR * brows + sp.row + k0) * NR, NR,
+                                           out + t * kChannelBlock + jj, kChannelBlock,
+                                           static_cast<int>(min64(MR, np - t)), static_cast<int>(min64(NR, nj - jj)), acc);
               }
           }
         }
       }
-      // Y^T's block back to NCHW, plus the bias: a run of one image's pixels at a time, along each
+      // Y^T's block back to NCHW, plus the bias: a run of pixels contiguous in y at a time (a row
+      // of the region, or all of an image's rows when the region spans the width), along each
       // output channel's pixels.
-      for (int64_t t = 0, p = p0; t < np;) {
-        const int64_t run = min64(np - t, P - p % P);
+      const int64_t width = r.ow1 - r.ow0;
+      for (int64_t t = 0, e = e0; t < np;) {
+        const int64_t n = e / r.area(), oh = r.oh0 + e % r.area() / width, ow = r.ow0 + e % width;
+        const int64_t run = min64(np - t, width == g.OW ? r.area() - e % r.area() : r.ow1 - ow);
         store_transposed(out + t * kChannelBlock, kChannelBlock, run, nj, bias ? bias + j0 : nullptr,
-                         y + ((n0 + p / P) * g.K + j0) * P + p % P, P);
-        t += run, p += run;
+                         y + ((n0 + n) * g.K + j0) * P + oh * g.OW + ow, P);
+        t += run, e += run;
       }
     });
   }

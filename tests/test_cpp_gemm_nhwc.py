@@ -31,6 +31,8 @@ NHWC_EDGES = [
     (2, 512, 66, 66, 8, 1, 1, 1, 0, 1),  # over 16 MiB per image made channel-last: one image a chunk
     (2, 2, 64, 64, 300, 3, 3, 1, 1, 1),  # backward-weight: 8192 pixels, two slabs; B packed (50 channel panels)
     (3, 5, 6, 7, 80, 2, 2, 1, 0, 1),  # 90 pixels: one short pixel block; 14 channel panels, the last partial
+    (8, 24, 7, 7, 40, 3, 3, 1, 1, 1),  # layer4-like: the plane cut into 9 regions that skip the padding
+    (2, 4, 3, 3, 20, 3, 3, 1, 3, 1),  # padding past the kernel: the outer rows and columns meet no input
 ]
 
 

@@ -112,6 +112,15 @@ void bind_dtype(py::module_& m) {
     py::gil_scoped_release release;
     kernels(T()).conv_forward_nhwc(g, x.data(), w.data(), opt_ptr(bias), y.mutable_data(), threads);
   });
+  m.def("conv_backward_data_nhwc", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> w,
+                                      std::optional<Arr<T>> bias, Arr<T> gx, int threads) {
+    const ConvGeom g = conv_geom(geom);
+    if (g.groups != 1) throw py::value_error("gemm_nhwc needs groups == 1");
+    if (g.sh != 1 || g.sw != 1 || g.ph > (g.R - 1) * g.dh || g.pw > (g.S - 1) * g.dw)
+      throw py::value_error("gemm_nhwc backward-data needs stride 1 and padding within the dilated kernel");
+    py::gil_scoped_release release;
+    kernels(T()).conv_backward_data_nhwc(g, gy.data(), w.data(), opt_ptr(bias), gx.mutable_data(), threads);
+  });
   m.def("conv_forward_winograd_f23", [](const std::array<int64_t, 16>& geom, Arr<T> x, Arr<T> w,
                                         std::optional<Arr<T>> bias, Arr<T> y, int threads) {
     const ConvGeom g = conv_geom(geom);

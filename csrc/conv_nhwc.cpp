@@ -206,6 +206,37 @@ void weights_tap_major(const ConvGeom& g, const T* w, T* b, int64_t panels, int 
   });
 }
 
+// The same B for backward-data run as a forward (f its geometry, made by conv_backward_data_nhwc):
+// that forward's kernel is w with its channel axes swapped and each kernel rotated 180 degrees, so
+// B[(i S + j) C + c][k] = w[c][k][R - 1 - i][S - 1 - j] (f.C is w's output channels). Built from w
+// as it lies, where a copy of the rotated kernel first cost a quarter of ResNet layer4's
+// backward-data: for each c, rows k .. k + L - 1 of w[c] hold their taps contiguously, so L of
+// their taps are an L x L block transposed in registers; the taps past a multiple of L go one by one.
+template <class T>
+void weights_tap_major_adjoint(const ConvGeom& f, const T* w, T* b, int64_t panels, int threads) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes;
+  constexpr int64_t NR = MicroTile<T>::NR;
+  const int64_t RS = f.R * f.S, rows = RS * f.C, full = RS / L * L;
+  parallel_tasks(panels, threads, [&](int64_t jp) {  // a task per panel
+    T* panel = b + jp * rows * NR;
+    for (int64_t c = 0; c < f.C; ++c) {
+      const T* wc = w + c * f.K * RS;  // w[c][k][tap] at wc[k RS + tap]
+      auto at = [&](int64_t tap) { return panel + ((RS - 1 - tap) * f.C + c) * NR - jp * NR; };  // B's row, from k 0
+      for (int64_t k0 = jp * NR; k0 < (jp + 1) * NR; k0 += L) {
+        for (int64_t t0 = 0; t0 < full; t0 += L) {
+          V v[L];
+          for (int a = 0; a < L; ++a) v[a] = k0 + a < f.K ? load(wc + (k0 + a) * RS + t0) : V{};
+          transpose(v);
+          for (int e = 0; e < L; ++e) store(at(t0 + e) + k0, v[e]);
+        }
+        for (int64_t tap = full; tap < RS; ++tap)
+          for (int64_t k = k0; k < k0 + L; ++k) at(tap)[k] = k < f.K ? wc[k * RS + tap] : T(0);
+      }
+    }
+  });
+}
+
 // dst[k * ld_dst + e] = src[e * ld_src + k] + bias[k] (bias may be null) for e < m, k < n: L x L
 // blocks transposed in registers (one element at a time, the strided reads were a third of a
 // 3-channel layer's time), the edges one by one.
@@ -227,17 +258,19 @@ void store_transposed(const T* src, int64_t ld_src, int64_t m, int64_t n, const 
   }
 }
 
-}  // namespace
-
+// The forward; `adjoint`: w is the kernel of the conv whose backward-data this forward computes.
 template <class T>
-void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
+void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads, bool adjoint) {
   constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;
   const int64_t P = g.OH * g.OW;
   if (g.N * g.K * P == 0) return;
   const Layout l = layout(g);
   const int64_t panels = ceil_div(g.K, NR), brows = g.R * g.S * g.C;
   T* b = static_cast<T*>(thread_workspace(sizeof(T) * (brows * panels * NR + kBSlack<T>), kSlotShared));
-  weights_tap_major(g, w, b, panels, threads);
+  if (adjoint)
+    weights_tap_major_adjoint(g, w, b, panels, threads);
+  else
+    weights_tap_major(g, w, b, panels, threads);
 
   const int64_t image_elems = l.Hp * l.Wp * g.C;
   const int64_t chunk = max64(1, min64(g.N, kChunkBytes / int64_t(sizeof(T)) / image_elems));
@@ -316,6 +349,23 @@ void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias,
       }
     });
   }
+}
+
+}  // namespace
+
+template <class T>
+void conv_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
+  forward(g, x, w, bias, y, threads, false);
+}
+
+// Backward-data at stride 1 (padding within the dilated kernel): grad_x is the forward of gy,
+// padded by the kernel's extent less the padding, with the kernel rotated and its channel axes
+// swapped.
+template <class T>
+void conv_backward_data_nhwc(const ConvGeom& g, const T* gy, const T* w, const T* bias, T* gx, int threads) {
+  const ConvGeom f{g.N, g.K, g.OH, g.OW, g.C, g.R, g.S, 1, 1, 1, (g.R - 1) * g.dh - g.ph, (g.S - 1) * g.dw - g.pw,
+                   g.dh, g.dw, g.H, g.W};
+  forward(f, gy, w, bias, gx, threads, true);
 }
 
 // Backward-weight on the same channel-last copy: the output channels are the GEMM's rows, the
@@ -427,6 +477,7 @@ void conv_backward_weight_nhwc(const ConvGeom& g, const T* gy, const T* x, T* gw
 
 #define FC_INSTANTIATE(T) \
   template void conv_forward_nhwc<T>(const ConvGeom&, const T*, const T*, const T*, T*, int); \
+  template void conv_backward_data_nhwc<T>(const ConvGeom&, const T*, const T*, const T*, T*, int); \
   template void conv_backward_weight_nhwc<T>(const ConvGeom&, const T*, const T*, T*, int);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)

@@ -28,6 +28,8 @@ struct KernelTable {
   void (*conv_forward_1x1)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
   // One group only: a GEMM over channel-last pixels (conv_nhwc.cpp).
   void (*conv_forward_nhwc)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
+  // Its backward-data, at stride 1 with the padding within the dilated kernel.
+  void (*conv_backward_data_nhwc)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   // Depthwise (groups = C = K) only, direct (conv_depthwise.cpp).
   void (*conv_forward_depthwise)(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
   void (*conv_backward_data_depthwise)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);

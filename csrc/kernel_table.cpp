@@ -39,6 +39,7 @@ static KernelTable<T> make_table() {
   t.conv_forward_winograd_f43 = finite_inputs_or_direct<T, false, conv_forward_winograd_f43<T>>;
   t.conv_forward_1x1 = conv_forward_1x1<T>;
   t.conv_forward_nhwc = conv_forward_nhwc<T>;
+  t.conv_backward_data_nhwc = conv_backward_data_nhwc<T>;
   t.conv_forward_depthwise = conv_forward_depthwise<T>;
   t.conv_backward_data_depthwise = conv_backward_data_depthwise<T>;
   t.conv_backward_weight_depthwise = finite_or_direct<T, conv_backward_weight_depthwise<T>>;

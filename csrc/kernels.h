@@ -10,6 +10,7 @@ template <class T> void conv_forward(const ConvGeom&, const T* x, const T* w, co
 template <class T> void conv_forward_wide(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
 template <class T> void conv_forward_1x1(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
 template <class T> void conv_forward_nhwc(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
+template <class T> void conv_backward_data_nhwc(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
 template <class T> void conv_forward_depthwise(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, int threads);
 template <class T> void conv_backward_data_depthwise(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
 template <class T> void conv_backward_weight_depthwise(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);

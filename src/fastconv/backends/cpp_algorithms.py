@@ -273,8 +273,7 @@ def make_tables(C, geom):
                   lambda gy, w, b, gx, g, t: C.conv_forward_wide(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
         Algorithm("gemm_nhwc", _nhwc_backward_data_accepts,
-                  lambda gy, w, b, gx, g, t: C.conv_forward_nhwc(
-                      geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
+                  lambda gy, w, b, gx, g, t: C.conv_backward_data_nhwc(geom(g), gy, w, b, gx, t)),
         Algorithm("gemm_col2im", _always,
                   lambda gy, w, b, gx, g, t: C.conv_backward_data_col2im(geom(g), gy, w, b, gx, t)),
         Algorithm("direct_narrow", _narrow_accepts,

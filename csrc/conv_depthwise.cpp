@@ -36,6 +36,7 @@
 #include "subpixel.h"
 #include "tasks.h"
 #include "wide.h"
+#include "winograd.h"  // store_lanes, masked_row_load
 #include "workspace.h"
 
 namespace fastconv {
@@ -317,6 +318,83 @@ void depthwise_forward_stride2(const ConvGeom& g, const T* x, const T* w, const 
   });
 }
 
+// The forward with one output channel per input channel (K = C), L channels at a time, each a
+// vector lane: a block of L planes is interleaved (transposed in registers) into a zero-padded
+// [row][column][L] copy, every output pixel is then its taps' multiply-adds over whole vectors,
+// and L x L blocks of outputs go back to the planes through register transposes. Nothing is
+// computed twice or thrown away, at any stride: the plane-at-a-time kernels above sum stride 2 at
+// stride 1 (twice the multiply-adds) and, on MobileNet's 14x14 stride-2 layer, spend most of
+// their time on per-plane set-up and part-filled vectors (0.22 ms where torch took 0.17).
+//
+// Tasks: (image, block of L channels); each output is one task's sum over its taps in order.
+template <class T>
+void depthwise_forward_interleaved(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
+  typedef VecOf<T> V;
+  constexpr int L = Vec<T>::kLanes, G = 8 / L;  // G groups of L outputs a block: 8 sums in flight
+  constexpr int OB = G * L;
+  const int64_t RS = g.R * g.S, blocks = ceil_div(g.C, L), plane = g.H * g.W;
+  const int64_t Hp = max64(g.H + g.ph, (g.OH - 1) * g.sh + (g.R - 1) * g.dh + 1);
+  // Whole blocks of outputs, and whole vectors of input columns, stay inside a row.
+  const int64_t Wp = max64(g.pw + round_up(g.W, L), (round_up(g.OW, OB) - 1) * g.sw + (g.S - 1) * g.dw + 1);
+  std::vector<int64_t> tap(RS);  // tap t's start from an output's first input element, in elements
+  for (int64_t t = 0; t < RS; ++t) tap[t] = ((t / g.S) * g.dh * Wp + (t % g.S) * g.dw) * L;
+  parallel_tasks(g.N * blocks, threads, [&](int64_t task) {
+    const int64_t n = task / blocks, c0 = task % blocks * L, nc = min64(L, g.C - c0);
+    T* xi = static_cast<T*>(thread_workspace(sizeof(T) * (Hp * Wp + RS) * L, kSlotPackA));
+    T* wv = xi + Hp * Wp * L;  // tap t's weights for the L channels at wv + t L
+    for (int64_t t = 0; t < RS; ++t)
+      for (int e = 0; e < L; ++e) wv[t * L + e] = e < nc ? w[(c0 + e) * RS + t] : T(0);
+    const T* src = x + (n * g.C + c0) * plane;  // channel c0 + e's plane at src + e * plane
+    for (int64_t hp = 0; hp < Hp; ++hp) {
+      T* row = xi + hp * Wp * L;
+      const int64_t ih = hp - g.ph;
+      if (ih < 0 || ih >= g.H) {
+        std::memset(row, 0, sizeof(T) * Wp * L);
+        continue;
+      }
+      std::memset(row, 0, sizeof(T) * g.pw * L);
+      const int64_t tail = g.pw + round_up(g.W, L);  // the columns past the last vector's
+      std::memset(row + tail * L, 0, sizeof(T) * (Wp - tail) * L);
+      const T* s = src + ih * g.W;
+      for (int64_t iw = 0; iw < g.W; iw += L) {  // the last vector's lanes past the row are zero
+        V v[L];
+        for (int e = 0; e < L; ++e) {
+          v[e] = V{};
+          if (e >= nc) continue;
+          if (iw + L <= g.W)
+            v[e] = load(s + e * plane + iw);
+          else
+            masked_row_load(s + e * plane, iw, g.W, v[e]);
+        }
+        transpose(v);
+        for (int e = 0; e < L; ++e) store(row + (g.pw + iw + e) * L, v[e]);
+      }
+    }
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      const T* in = xi + oh * g.sh * Wp * L;
+      for (int64_t ow0 = 0; ow0 < g.OW; ow0 += OB) {
+        V acc[OB];
+        for (int o = 0; o < OB; ++o) acc[o] = V{};
+        for (int64_t t = 0; t < RS; ++t) {
+          const V wt = load(wv + t * L);
+          const T* p = in + tap[t] + ow0 * g.sw * L;
+#pragma GCC unroll 16
+          for (int o = 0; o < OB; ++o) acc[o] += load(p + o * g.sw * L) * wt;
+        }
+        for (int q = 0; q < G; ++q) {  // outputs ow0 + q L .. + L - 1: lane e is channel c0 + e
+          V v[L];
+          for (int e = 0; e < L; ++e) v[e] = acc[q * L + e];
+          transpose(v);
+          const int64_t o0 = ow0 + q * L, m = min64(L, g.OW - o0);
+          for (int e = 0; e < nc && m > 0; ++e) {
+            store_lanes(y + ((n * g.C + c0 + e) * g.OH + oh) * g.OW + o0, v[e] + (bias ? bias[c0 + e] : T(0)), m);
+          }
+        }
+      }
+    }
+  });
+}
+
 // A tap of a sub-pixel sum: where it reads the padded grad_out plane, and its weight's index.
 struct SubpixelTap {
   int64_t at, weight;
@@ -437,6 +515,9 @@ inline void dot_taps(const T* gyw, const T* slab, const int64_t* tap, int nt, in
 
 template <class T>
 void conv_forward_depthwise(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
+  // Interleaved at stride 2 and more: 15-30 % faster than the plane kernels on MobileNet's
+  // stride-2 layers; at stride 1 the plane kernel, with no transposes, is 5-15 % faster.
+  if (g.K == g.C && g.sw >= 2) return depthwise_forward_interleaved(g, x, w, bias, y, threads);
   if (g.sw == 2) return depthwise_forward_stride2(g, x, w, bias, y, threads);
   depthwise_forward(g, x, g.H, g.W, 1, 1, w, bias, y, threads);
 }

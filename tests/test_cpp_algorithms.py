@@ -528,6 +528,8 @@ DEPTHWISE_EDGES = [
     (1, 2, 6, 6, 1, 1, 2, 0, 1),  # 1x1 at stride 2: one phase of four read
     (1, 2, 7, 9, 3, 3, (2, 1), (0, 2), 1),  # stride 2 down, 1 across
     (2, 4, 3, 3, 3, 3, 2, 3, 1),  # padding beyond the kernel: some slab rows all padding
+    (2, 19, 13, 21, 3, 3, 2, 1, 1),  # stride 2, interleaved: full channel blocks and a part one; ragged rows
+    (1, 9, 11, 17, 3, 3, 3, 2, 2),  # stride 3 and dilation, interleaved
 ]
 
 
@@ -559,7 +561,7 @@ def test_forced_depthwise_direct(case, dtype, rng):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(1, 2), c=st.integers(1, 3), h=st.integers(1, 40), w=st.integers(1, 40),
+@given(n=st.integers(1, 2), c=st.integers(1, 11), h=st.integers(1, 40), w=st.integers(1, 40),
        r=st.integers(1, 5), s=st.integers(1, 5), sh=st.integers(1, 3), sw=st.integers(1, 3),
        ph=st.integers(0, 4), pw=st.integers(0, 4), dh=st.integers(1, 2), dw=st.integers(1, 2),
        float64=st.booleans(), seed=st.integers(0, 2**31))

@@ -18,13 +18,20 @@ static void finite_or_direct(const ConvGeom& g, const T* gy, const T* x, T* gw, 
 }
 
 // Winograd's transforms subtract inputs, so an inf would give inf - inf = NaN where the direct sum
-// has +-inf (PyTorch's answer): a forward or backward-data (kAdjoint) whose weights or input hold
-// an inf or NaN is the direct kernel's. (Their outputs can be far larger than their inputs, so
-// the inputs are scanned first, not the result as above.)
+// has +-inf (PyTorch's answer); and they scale inputs up (F(4,3)'s input and output transforms by
+// up to 100 and 361), so finite inputs near T's limit can overflow where the direct sum's plain
+// products do not. A forward or backward-data (kAdjoint) whose weights or input hold an inf or
+// NaN, or whose largest |input| x |weight| x reduction length x kGrowth passes T's range, is the
+// direct kernel's. (Their outputs can be far larger than their inputs, so the inputs are scanned
+// first, not the result as above.)
 template <class T, bool kAdjoint, void (*Fast)(const ConvGeom&, const T*, const T*, const T*, T*, int)>
 static void finite_inputs_or_direct(const ConvGeom& g, const T* in, const T* w, const T* bias, T* out, int threads) {
+  constexpr double kGrowth = 1e6;  // over F(4,3)'s 100 x 361, whatever the transforms' scaling
   const int64_t in_size = kAdjoint ? g.N * g.K * g.OH * g.OW : g.N * g.C * g.H * g.W;
-  if (all_finite(w, g.K * (g.C / g.groups) * g.R * g.S) && all_finite(in, in_size)) return Fast(g, in, w, bias, out, threads);
+  const double reduction = double((kAdjoint ? g.K : g.C) / g.groups) * double(g.R * g.S);
+  const double bound = double(finite_max_abs(w, g.K * (g.C / g.groups) * g.R * g.S)) *
+                       double(finite_max_abs(in, in_size)) * reduction * kGrowth;
+  if (bound <= double(std::numeric_limits<T>::max())) return Fast(g, in, w, bias, out, threads);
   if (kAdjoint) return conv_backward_data<T>(g, in, w, bias, out, threads);
   conv_forward<T>(g, in, w, bias, out, threads);
 }

@@ -9,8 +9,11 @@
 // Wp - OW = (S-1)*dw / sw of every Wp. At stride 1 there is one phase: the zero-bordered input.
 // Compiled per ISA with the kernels.
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "gather.h"
 #include "gemm_microkernel.h"
@@ -129,6 +132,32 @@ static bool all_finite(const T* x, int64_t n) {
   for (int u = 0; u < 4; ++u)
     for (int l = 0; l < L; ++l) rest += acc[u][l];
   return rest == T(0);
+}
+
+// The largest |x[i]|, or +inf if any x[i] is inf or NaN.
+template <class T>
+static T finite_max_abs(const T* x, int64_t n) {
+  typedef typename Vec<T>::type V;
+  constexpr int L = Vec<T>::kLanes;
+  V nonfinite[2] = {}, largest[2] = {};
+  int64_t i = 0;
+  for (; i + 2 * L <= n; i += 2 * L)
+#pragma GCC unroll 2
+    for (int u = 0; u < 2; ++u) {
+      V v;
+      std::memcpy(&v, x + i + u * L, sizeof(V));
+      nonfinite[u] += v - v;
+      const V a = v < 0 ? -v : v;
+      largest[u] = a > largest[u] ? a : largest[u];
+    }
+  T rest = 0, most = 0;
+  for (; i < n; ++i) {
+    rest += x[i] - x[i];
+    most = std::max(most, std::fabs(x[i]));
+  }
+  for (int u = 0; u < 2; ++u)
+    for (int l = 0; l < L; ++l) rest += nonfinite[u][l], most = std::max(most, largest[u][l]);
+  return rest == T(0) ? most : std::numeric_limits<T>::infinity();
 }
 
 }  // namespace FC_ISA

@@ -204,6 +204,38 @@ def test_winograd_with_infinities_matches_the_direct_sum(where, name, rng):
     np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["winograd_f23", "winograd_f43", "winograd_s2"])
+@pytest.mark.parametrize("primitive", ["forward", "backward_data"])
+def test_winograd_with_huge_finite_inputs_matches_the_direct_sum(primitive, name, rng):
+    """Finite inputs of +-2e38 overflow float32 inside the transforms (which scale them up) but
+    not in the direct sum's products with weights of 1e-4: the result must be the direct sum's,
+    finite, not inf or NaN."""
+    kernel, stride = (4, 2) if name == "winograd_s2" else (3, 1)
+    x = rng.standard_normal((2, 8, 10, 10)).astype(np.float32)
+    wt = (rng.standard_normal((8, 8, kernel, kernel)) * 1e-4).astype(np.float32)
+    kw = dict(stride=stride, padding=1)
+    g = P.conv_params(x, wt, None, stride, 1, 1, 1)[5]
+    gy = rng.standard_normal(g.y_shape).astype(np.float32)
+    big = rng.choice(np.float32([-2e38, 2e38]), size=x.shape[2:] if primitive == "forward" else gy.shape[2:])
+    if primitive == "forward":
+        x[0, 1] = big
+    else:
+        gy[1, 2] = big
+    with cpp_algorithms.force(name):
+        assert cpp.algorithm_for(f"conv_{primitive}", g, np.float32).name.startswith(name)
+        if primitive == "forward":
+            got = fastconv.conv2d(x, wt, backend="cpp", **kw)
+        else:
+            got = fastconv.conv2d_backward(gy, x, wt, None, backend="cpp", needs=(True, False, False), **kw)[0]
+    if primitive == "forward":
+        want, bound = ref(fastconv.conv2d, x, wt, **kw), ref(fastconv.conv2d, np.abs(x), np.abs(wt), **kw)
+    else:
+        want = ref(fastconv.conv2d_backward, gy, x, wt, None, **kw)[0]
+        bound = ref(fastconv.conv2d_backward, np.abs(gy), x, np.abs(wt), None, **kw)[0]
+    assert np.isfinite(want).all() and np.isfinite(got).all()
+    assert_within(got, want, bound, wt.shape[1] * kernel * kernel, np.float32, what=f"{name} {primitive}")
+
+
 # conv_transpose2d problems with 1-3 output channels per group: (N, C_in, H, W, C_out, R, S, kwargs)
 NARROW_EDGES = [
     (2, 16, 9, 7, 3, 4, 4, dict(stride=2, padding=1)),  # generator last layer, odd sizes

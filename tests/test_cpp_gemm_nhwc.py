@@ -33,6 +33,7 @@ NHWC_EDGES = [
     (3, 5, 6, 7, 80, 2, 2, 1, 0, 1),  # 90 pixels: one short pixel block; 14 channel panels, the last partial
     (8, 24, 7, 7, 40, 3, 3, 1, 1, 1),  # layer4-like: the plane cut into 9 regions that skip the padding
     (2, 4, 3, 3, 20, 3, 3, 1, 3, 1),  # padding past the kernel: the outer rows and columns meet no input
+    (2, 5, 1, 1, 20, 3, 3, 1, 1, 1),  # a 1x1 plane: only the centre tap meets the input (grad_w zero elsewhere)
 ]
 
 

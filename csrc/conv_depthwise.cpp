@@ -9,9 +9,12 @@
 // y_wide[q] += w[r][s] * slab[tap + q], taps in order, for blocks of output channels and of q
 // held in registers.
 //
-// At stride 2 across, the plain forward instead sums at stride 1 across over the zero-padded plane
-// (the stride-1 slab) and keeps the even columns: twice the multiply-adds, but no split of the
-// input into column phases, whose shuffles cost more than the taps.
+// At stride 2 and more across, the forward with one output channel per input channel (MobileNet's)
+// works on L channels at a time instead, one a vector lane (depthwise_forward_interleaved): no
+// output is computed twice and none thrown away. With a channel multiplier, at stride 2 across,
+// it sums at stride 1 across over the zero-padded plane (the stride-1 slab) and keeps the even
+// columns: twice the multiply-adds, but no split of the input into column phases, whose shuffles
+// cost more than the taps.
 //
 // Backward-data at stride 2 across is the sub-pixel decomposition: grad_x's even and odd columns
 // each sum their own taps over zero-padded grad_out rows, interleaved into grad_x's rows. At other
@@ -25,7 +28,7 @@
 // implicit_gemm's kernel: kernel_table.cpp's finite_or_direct).
 //
 // Tasks: forward and backward-data, runs of consecutive planes (image, channel), all output
-// channels of each; backward-weight, one channel each (all images in order inside). Fixed
+// channels of each (the interleaved forward: blocks of L channels of an image); backward-weight, one channel each (all images in order inside). Fixed
 // summation orders: results do not depend on the thread count.
 #include <cstring>
 #include <utility>

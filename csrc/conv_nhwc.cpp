@@ -12,7 +12,11 @@
 // Taps on the zero padding are skipped where that saves work: the output plane is cut into regions
 // whose pixels all meet the input at the same taps (on ResNet's 7x7 layer4 a fifth of all taps
 // meet padding; oneDNN skips them too), and a region's pixels take only its taps. Only zero terms
-// are left out, so the sums, in the same order, are the same.
+// are left out and the rest keep their order (the bits differ only where the reduction's KC blocks
+// then fall elsewhere). Backward-weight skips them the same way, over the pixels in region order.
+//
+// Backward-data at stride 1 is this forward of grad_out with the kernel rotated and its channel
+// axes swapped (conv_backward_data_nhwc); B is laid out from w as it lies.
 //
 // Tasks: blocks of a region's pixels x blocks of output channels; each output is summed by one
 // task in a fixed order (segment by segment, KC rows at a time): thread-count independent.
@@ -136,11 +140,6 @@ void pixel_offsets(const ConvGeom& g, const Layout& l, const Region& r, int64_t 
     out[t] = ((n * l.Hp + oh * g.sh) * l.Wp + ow * g.sw) * g.C;
     if (++ow == r.ow1 && (ow = r.ow0, ++oh == r.oh1)) oh = r.oh0, ++n;
   }
-}
-
-// The same over the whole plane: pixel p0 + t of the chunk.
-void pixel_offsets(const ConvGeom& g, const Layout& l, int64_t p0, int64_t count, int64_t* out) {
-  pixel_offsets(g, l, Region{0, g.OH, 0, g.OW, 0, g.R, 0, g.S}, p0, count, out);
 }
 
 // Where segment s of a pixel's reduction starts in x_t, from the pixel's base.

@@ -39,7 +39,6 @@
 #include "subpixel.h"
 #include "tasks.h"
 #include "wide.h"
-#include "winograd.h"  // store_lanes, masked_row_load
 #include "workspace.h"
 
 namespace fastconv {

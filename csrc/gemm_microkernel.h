@@ -13,6 +13,8 @@
 // the valid m_valid x n_valid corner of C is written; C is never read unless accumulating
 // (so it may hold garbage, even NaN, before the first write).
 #pragma once
+#include <immintrin.h>
+
 #include <cstdint>
 #include <cstring>
 
@@ -102,6 +104,52 @@ static inline VecOf<T> load(const T* p) {
 template <class T>
 static inline void store(T* p, VecOf<T> v) {
   std::memcpy(p, &v, sizeof(v));
+}
+
+// The first n lanes of v (all of them when n >= L; none when n <= 0). A masked store: a
+// variable-length memcpy here was a libc call per tile row.
+inline void store_lanes(float* p, VecOf<float> v, int64_t n) {
+  if (n >= 8) return store(p, v);
+#ifdef __AVX2__
+  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  _mm256_maskstore_ps(p, mask, reinterpret_cast<__m256>(v));
+#else
+  for (int64_t e = 0; e < n; ++e) p[e] = v[e];
+#endif
+}
+inline void store_lanes(double* p, VecOf<double> v, int64_t n) {
+  if (n >= 4) return store(p, v);
+#ifdef __AVX2__
+  const __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  _mm256_maskstore_pd(p, mask, reinterpret_cast<__m256d>(v));
+#else
+  for (int64_t e = 0; e < n; ++e) p[e] = v[e];
+#endif
+}
+
+// v[l] = row[base + l] where 0 <= base + l < W, else 0.
+inline void masked_row_load(const float* row, int64_t base, int64_t W, VecOf<float>& v) {
+#ifdef __AVX2__
+  const __m256i lane = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i inside = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), lane),
+                                             _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(W)), lane));
+  // The address of lane 0 may lie before the row; masked-off lanes are never touched.
+  v = reinterpret_cast<VecOf<float>>(_mm256_maskload_ps(reinterpret_cast<const float*>(
+      reinterpret_cast<std::uintptr_t>(row) + base * int64_t(sizeof(float))), inside));
+#else
+  for (int l = 0; l < 8; ++l) v[l] = base + l >= 0 && base + l < W ? row[base + l] : 0.0f;
+#endif
+}
+inline void masked_row_load(const double* row, int64_t base, int64_t W, VecOf<double>& v) {
+#ifdef __AVX2__
+  const __m256i lane = _mm256_add_epi64(_mm256_set1_epi64x(base), _mm256_setr_epi64x(0, 1, 2, 3));
+  const __m256i inside = _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), lane),
+                                             _mm256_cmpgt_epi64(_mm256_set1_epi64x(W), lane));
+  v = reinterpret_cast<VecOf<double>>(_mm256_maskload_pd(reinterpret_cast<const double*>(
+      reinterpret_cast<std::uintptr_t>(row) + base * int64_t(sizeof(double))), inside));
+#else
+  for (int l = 0; l < 4; ++l) v[l] = base + l >= 0 && base + l < W ? row[base + l] : 0.0;
+#endif
 }
 
 template <class T>

@@ -74,6 +74,16 @@ struct Region {
   int64_t oh0, oh1, ow0, ow1, i0, i1, j0, j1;
   int64_t area() const { return (oh1 - oh0) * (ow1 - ow0); }
   int64_t taps() const { return (i1 - i0) * (j1 - j0); }
+  // Pixel e's image (of the chunk), row and column, and how many pixels from it on lie contiguous
+  // in an NCHW plane of width OW: to the end of its row of the region, or of its image when the
+  // region spans the width.
+  struct Pixel {
+    int64_t n, oh, ow, run;
+  };
+  Pixel pixel(int64_t e, int64_t OW) const {
+    const int64_t width = ow1 - ow0, ow = ow0 + e % width;
+    return {e / area(), oh0 + e % area() / width, ow, width == OW ? area() - e % area() : ow1 - ow};
+  }
 };
 
 // A run of output positions [o0, o1) along one axis that read the input at the same taps [t0, t1):
@@ -134,8 +144,8 @@ std::vector<Span> spans(const ConvGeom& g, const Layout& l, const Region& r) {
 // out[t] = where pixel e0 + t of region r reads its first input element (tap 0, 0; channel 0) in
 // x_t, for t < count. Counted, not divided out: a division each was as slow as packing gy.
 void pixel_offsets(const ConvGeom& g, const Layout& l, const Region& r, int64_t e0, int64_t count, int64_t* out) {
-  const int64_t width = r.ow1 - r.ow0;
-  int64_t n = e0 / r.area(), oh = r.oh0 + e0 % r.area() / width, ow = r.ow0 + e0 % width;
+  const Region::Pixel first = r.pixel(e0, g.OW);
+  int64_t n = first.n, oh = first.oh, ow = first.ow;
   for (int64_t t = 0; t < count; ++t) {
     out[t] = ((n * l.Hp + oh * g.sh) * l.Wp + ow * g.sw) * g.C;
     if (++ow == r.ow1 && (ow = r.ow0, ++oh == r.oh1)) oh = r.oh0, ++n;
@@ -339,12 +349,11 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int
       // Y^T's block back to NCHW, plus the bias: a run of pixels contiguous in y at a time (a row
       // of the region, or all of an image's rows when the region spans the width), along each
       // output channel's pixels.
-      const int64_t width = r.ow1 - r.ow0;
       for (int64_t t = 0, e = e0; t < np;) {
-        const int64_t n = e / r.area(), oh = r.oh0 + e % r.area() / width, ow = r.ow0 + e % width;
-        const int64_t run = min64(np - t, width == g.OW ? r.area() - e % r.area() : r.ow1 - ow);
+        const Region::Pixel px = r.pixel(e, g.OW);
+        const int64_t run = min64(np - t, px.run);
         store_transposed(out + t * kChannelBlock, kChannelBlock, run, nj, bias ? bias + j0 : nullptr,
-                         y + ((n0 + n) * g.K + j0) * P + oh * g.OW + ow, P);
+                         y + ((n0 + px.n) * g.K + j0) * P + px.oh * g.OW + px.ow, P);
         t += run, e += run;
       }
     });
@@ -450,11 +459,10 @@ void conv_backward_weight_nhwc(const ConvGeom& g, const T* gy, const T* x, T* gw
         if (lo >= hi) continue;
         const Region& rg = rs[r];
         pixel_offsets(g, l, rg, lo - first[r], hi - lo, offsets + lo - q0);
-        const int64_t width = rg.ow1 - rg.ow0;
         for (int64_t e = lo - first[r], t = lo - q0; t < hi - q0;) {  // runs contiguous in gy, as the forward's stores
-          const int64_t ow = rg.ow0 + e % width;
-          const int64_t len = min64(hi - q0 - t, width == g.OW ? rg.area() - e % rg.area() : rg.ow1 - ow);
-          runs.push_back({t, (n0 + e / rg.area()) * g.K * P + (rg.oh0 + e % rg.area() / width) * g.OW + ow, len});
+          const Region::Pixel px = rg.pixel(e, g.OW);
+          const int64_t len = min64(hi - q0 - t, px.run);
+          runs.push_back({t, (n0 + px.n) * g.K * P + px.oh * g.OW + px.ow, len});
           t += len, e += len;
         }
       }

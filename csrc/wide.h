@@ -110,31 +110,9 @@ static void lay_out_wide(const T* src, int64_t nrows, int64_t OW, int64_t Wp, in
   for (int64_t e = nrows > 0 ? (nrows - 1) * Wp + OW : 0; e < len; ++e) dst[e] = T(0);
 }
 
-// Whether x holds no inf or NaN: the Winograd kernels' inputs, and the result of every
-// backward-weight kernel that meets values the direct sum does not (kernel_table.cpp). (x - x is
-// 0 for finite x and NaN otherwise, and a NaN survives the sums; vectors of independent sums, as
+// The largest |x[i]|, or +inf if any x[i] is inf or NaN: the Winograd kernels' input scan. (x - x
+// is 0 for finite x and NaN otherwise, and a NaN survives the sums; vectors of independent sums, as
 // the compiler may not reorder one sum.)
-template <class T>
-static bool all_finite(const T* x, int64_t n) {
-  typedef typename Vec<T>::type V;
-  constexpr int L = Vec<T>::kLanes;
-  V acc[4] = {};
-  int64_t i = 0;
-  for (; i + 4 * L <= n; i += 4 * L)
-#pragma GCC unroll 4
-    for (int u = 0; u < 4; ++u) {
-      V v;
-      std::memcpy(&v, x + i + u * L, sizeof(V));
-      acc[u] += v - v;
-    }
-  T rest = 0;
-  for (; i < n; ++i) rest += x[i] - x[i];
-  for (int u = 0; u < 4; ++u)
-    for (int l = 0; l < L; ++l) rest += acc[u][l];
-  return rest == T(0);
-}
-
-// The largest |x[i]|, or +inf if any x[i] is inf or NaN.
 template <class T>
 static T finite_max_abs(const T* x, int64_t n) {
   typedef typename Vec<T>::type V;
@@ -158,6 +136,13 @@ static T finite_max_abs(const T* x, int64_t n) {
   for (int u = 0; u < 2; ++u)
     for (int l = 0; l < L; ++l) rest += nonfinite[u][l], most = std::max(most, largest[u][l]);
   return rest == T(0) ? most : std::numeric_limits<T>::infinity();
+}
+
+// Whether x holds no inf or NaN: the result of every backward-weight kernel that meets values the
+// direct sum does not (kernel_table.cpp).
+template <class T>
+static bool all_finite(const T* x, int64_t n) {
+  return finite_max_abs(x, n) != std::numeric_limits<T>::infinity();
 }
 
 }  // namespace FC_ISA

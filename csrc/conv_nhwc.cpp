@@ -41,7 +41,7 @@ namespace {
 // (more tasks; MNIST conv3 has 576 pixels).
 constexpr int64_t kMaxPixels = 192;
 constexpr int64_t kLargeB = 2 << 20;       // bytes of B above which a task takes kMaxPixels
-constexpr int64_t kChannelBlock = 64;      // output channels per task
+constexpr int64_t kChannelBlock = 32;      // output channels per task
 constexpr int64_t kChunkBytes = 16 << 20;  // x_t per chunk of images
 // A reduction of up to kFusedRows rows over at most kMaxSegments segments is summed in registers in
 // one go: with few channels (a 3-channel first layer has 4-7 segments of 12-21) storing and
@@ -300,15 +300,17 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int
     for (const Region& r : rs) {
       const int64_t pixels = (n1 - n0) * r.area();
       pblock.push_back(round_up(ceil_div(pixels, max64(1, ceil_div(pixels, most))), MR));
-      first.push_back(first.back() + ceil_div(pixels, pblock.back()) * kblocks);
+      first.push_back(first.back() + ceil_div(pixels, pblock.back()));
     }
-    parallel_tasks(first.back(), threads, [&](int64_t task) {
+    const int64_t pixel_tasks = first.back();
+    parallel_tasks(pixel_tasks * kblocks, threads, [&](int64_t task) {
+      const int64_t q = task % pixel_tasks;
       int64_t ri = 0;
-      while (task >= first[ri + 1]) ++ri;
+      while (q >= first[ri + 1]) ++ri;
       const Region& r = rs[ri];
       const std::vector<Span>& reduction = reductions[ri];
-      const int64_t e0 = (task - first[ri]) / kblocks * pblock[ri], np = min64(pblock[ri], (n1 - n0) * r.area() - e0);
-      const int64_t j0 = task % kblocks * kChannelBlock, nj = min64(kChannelBlock, g.K - j0);
+      const int64_t e0 = (q - first[ri]) * pblock[ri], np = min64(pblock[ri], (n1 - n0) * r.area() - e0);
+      const int64_t j0 = task / pixel_tasks * kChannelBlock, nj = min64(kChannelBlock, g.K - j0);
       T* out = static_cast<T*>(thread_workspace(sizeof(T) * (kMaxPixels + MR) * kChannelBlock, kSlotTile));
       int64_t pixel[kMaxPixels + MR];  // each pixel's first input element (tap 0, 0; channel 0) in x_t
       pixel_offsets(g, l, r, e0, np, pixel);

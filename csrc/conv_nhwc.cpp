@@ -18,8 +18,9 @@
 // Backward-data at stride 1 is this forward of grad_out with the kernel rotated and its channel
 // axes swapped (conv_backward_data_nhwc); B is laid out from w as it lies.
 //
-// Tasks: blocks of a region's pixels x blocks of output channels; each output is summed by one
-// task in a fixed order (segment by segment, KC rows at a time): thread-count independent.
+// Tasks: blocks of a region's pixels x blocks of output channels, channel-block-major (or, with B
+// packed per task, whole channel blocks); each output is summed by one task in a fixed order
+// (segment by segment, KC rows at a time), whichever: thread-count independent.
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -180,40 +181,37 @@ void to_nhwc(const ConvGeom& g, const Layout& l, const T* x, int64_t n0, int64_t
 
 // B[(i S + j) C + c][k] = w[k][c][i][j], columns past K zero, stored as NR-wide column panels
 // (panel k / NR at b + k / NR * rows * NR, row-major NR wide): each micro-kernel call then
-// streams its panel from contiguous memory. w is a K x (C R S) matrix whose column
+// streams its panel from contiguous memory. This packs panel jp at `panel`. w is a K x (C R S) matrix whose column
 // r = c RS + tap is B's row tap C + c: L x L blocks of it transposed in registers, loaded and
 // stored whole.
 template <class T>
-void weights_tap_major(const ConvGeom& g, const T* w, T* b, int64_t panels, int threads) {
+void weights_tap_major(const ConvGeom& g, const T* w, int64_t jp, T* panel) {
   typedef VecOf<T> V;
   constexpr int L = Vec<T>::kLanes;
   const int64_t RS = g.R * g.S, cols = g.C * RS, full = cols / L * L;
   constexpr int64_t NR = MicroTile<T>::NR;
-  auto row_of = [&](int64_t r) { return (r % RS) * g.C + r / RS; };
-  parallel_tasks(panels, threads, [&](int64_t jp) {  // a task per panel
-    T* panel = b + jp * cols * NR;
-    for (int64_t k0 = jp * NR; k0 < (jp + 1) * NR; k0 += L) {
-      int64_t tap = 0, c = 0;  // of column r0, by counting (a division each was most of this loop's time)
-      for (int64_t r0 = 0; r0 < full; r0 += L) {
-        V v[L];
-        for (int a = 0; a < L; ++a) {
-          if (k0 + a >= g.K) {
-            v[a] = V{};
-            continue;
-          }
-          __builtin_prefetch(w + (k0 + a) * cols + r0 + 64);
-          v[a] = load(w + (k0 + a) * cols + r0);
+  for (int64_t k0 = jp * NR; k0 < (jp + 1) * NR; k0 += L) {
+    int64_t tap = 0, c = 0;  // of column r0, by counting (a division each was most of this loop's time)
+    for (int64_t r0 = 0; r0 < full; r0 += L) {
+      V v[L];
+      for (int a = 0; a < L; ++a) {
+        if (k0 + a >= g.K) {
+          v[a] = V{};
+          continue;
         }
-        transpose(v);
-        for (int e = 0; e < L; ++e) {
-          store(panel + (tap * g.C + c) * NR + k0 - jp * NR, v[e]);
-          if (++tap == RS) tap = 0, ++c;
-        }
+        __builtin_prefetch(w + (k0 + a) * cols + r0 + 64);
+        v[a] = load(w + (k0 + a) * cols + r0);
+      }
+      transpose(v);
+      for (int e = 0; e < L; ++e) {
+        store(panel + (tap * g.C + c) * NR + k0 - jp * NR, v[e]);
+        if (++tap == RS) tap = 0, ++c;
       }
     }
-    for (int64_t r = full; r < cols; ++r)
-      for (int64_t k = jp * NR; k < (jp + 1) * NR; ++k) panel[row_of(r) * NR + k - jp * NR] = k < g.K ? w[k * cols + r] : T(0);
-  });
+  }
+  for (int64_t r = full; r < cols; ++r)
+    for (int64_t k = jp * NR; k < (jp + 1) * NR; ++k)
+      panel[((r % RS) * g.C + r / RS) * NR + k - jp * NR] = k < g.K ? w[k * cols + r] : T(0);
 }
 
 // The same B for backward-data run as a forward (f its geometry, made by conv_backward_data_nhwc):
@@ -223,28 +221,39 @@ void weights_tap_major(const ConvGeom& g, const T* w, T* b, int64_t panels, int 
 // backward-data: for each c, rows k .. k + L - 1 of w[c] hold their taps contiguously, so L of
 // their taps are an L x L block transposed in registers; the taps past a multiple of L go one by one.
 template <class T>
-void weights_tap_major_adjoint(const ConvGeom& f, const T* w, T* b, int64_t panels, int threads) {
+void weights_tap_major_adjoint(const ConvGeom& f, const T* w, int64_t jp, T* panel) {
   typedef VecOf<T> V;
   constexpr int L = Vec<T>::kLanes;
   constexpr int64_t NR = MicroTile<T>::NR;
-  const int64_t RS = f.R * f.S, rows = RS * f.C, full = RS / L * L;
-  parallel_tasks(panels, threads, [&](int64_t jp) {  // a task per panel
-    T* panel = b + jp * rows * NR;
-    for (int64_t c = 0; c < f.C; ++c) {
-      const T* wc = w + c * f.K * RS;  // w[c][k][tap] at wc[k RS + tap]
-      auto at = [&](int64_t tap) { return panel + ((RS - 1 - tap) * f.C + c) * NR - jp * NR; };  // B's row, from k 0
-      for (int64_t k0 = jp * NR; k0 < (jp + 1) * NR; k0 += L) {
-        for (int64_t t0 = 0; t0 < full; t0 += L) {
-          V v[L];
-          for (int a = 0; a < L; ++a) v[a] = k0 + a < f.K ? load(wc + (k0 + a) * RS + t0) : V{};
-          transpose(v);
-          for (int e = 0; e < L; ++e) store(at(t0 + e) + k0, v[e]);
-        }
-        for (int64_t tap = full; tap < RS; ++tap)
-          for (int64_t k = k0; k < k0 + L; ++k) at(tap)[k] = k < f.K ? wc[k * RS + tap] : T(0);
+  const int64_t RS = f.R * f.S, full = RS / L * L;
+  for (int64_t c = 0; c < f.C; ++c) {
+    const T* wc = w + c * f.K * RS;  // w[c][k][tap] at wc[k RS + tap]
+    auto at = [&](int64_t tap) { return panel + ((RS - 1 - tap) * f.C + c) * NR - jp * NR; };  // B's row, from k 0
+    for (int64_t k0 = jp * NR; k0 < (jp + 1) * NR; k0 += L) {
+      for (int64_t t0 = 0; t0 < full; t0 += L) {
+        V v[L];
+        for (int a = 0; a < L; ++a) v[a] = k0 + a < f.K ? load(wc + (k0 + a) * RS + t0) : V{};
+        transpose(v);
+        for (int e = 0; e < L; ++e) store(at(t0 + e) + k0, v[e]);
       }
+      for (int64_t tap = full; tap < RS; ++tap)
+        for (int64_t k = k0; k < k0 + L; ++k) at(tap)[k] = k < f.K ? wc[k * RS + tap] : T(0);
     }
-  });
+  }
+}
+
+// B's panels [p0, p1) at `b`, one after another (brows x NR each): w as it lies, or (adjoint) the
+// kernel of backward-data's forward.
+template <class T>
+void pack_b(const ConvGeom& g, const T* w, bool adjoint, int64_t p0, int64_t p1, T* b) {
+  const int64_t brows = g.R * g.S * g.C;
+  for (int64_t jp = p0; jp < p1; ++jp) {
+    T* panel = b + (jp - p0) * brows * MicroTile<T>::NR;
+    if (adjoint)
+      weights_tap_major_adjoint(g, w, jp, panel);
+    else
+      weights_tap_major(g, w, jp, panel);
+  }
 }
 
 // dst[k * ld_dst + e] = src[e * ld_src + k] + bias[k] (bias may be null) for e < m, k < n: L x L
@@ -276,14 +285,20 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int
   if (g.N * g.K * P == 0) return;
   const Layout l = layout(g);
   const int64_t panels = ceil_div(g.K, NR), brows = g.R * g.S * g.C;
-  T* b = static_cast<T*>(thread_workspace(sizeof(T) * (brows * panels * NR + kBSlack<T>), kSlotShared));
-  if (adjoint)
-    weights_tap_major_adjoint(g, w, b, panels, threads);
-  else
-    weights_tap_major(g, w, b, panels, threads);
-
   const int64_t image_elems = l.Hp * l.Wp * g.C;
   const int64_t chunk = max64(1, min64(g.N, kChunkBytes / int64_t(sizeof(T)) / image_elems));
+  const int64_t kblocks = ceil_div(panels * NR, kChannelBlock), block_panels = kChannelBlock / NR;
+  // B packed once and shared by all tasks; or, where one chunk holds every image and the threads
+  // get equal numbers of channel blocks, a task is a whole channel block: it packs that block's
+  // panels itself (590 KB on layer4: they stay in its L2) and sums every pixel with them. Shared,
+  // each pixel block's tasks read B back from L3 (layer4: a tenth of the time). Same bits.
+  const bool own_b = g.N <= chunk && kblocks >= 2 * threads && kblocks % threads == 0;
+  T* b = nullptr;
+  if (!own_b) {
+    b = static_cast<T*>(thread_workspace(sizeof(T) * (brows * panels * NR + kBSlack<T>), kSlotShared));
+    parallel_tasks(panels, threads, [&](int64_t jp) { pack_b(g, w, adjoint, jp, jp + 1, b + jp * brows * NR); });
+  }
+
   // x_t after B in the shared slot would move B; it gets its own buffer (kSlotTile2 is per thread,
   // so the calling thread's, sized for a chunk, is used by all tasks: read-only inside them).
   T* xt = static_cast<T*>(thread_workspace(sizeof(T) * (chunk * image_elems + MicroTile<T>::NR), kSlotTile2));
@@ -291,11 +306,10 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int
   std::vector<std::vector<Span>> reductions;
   for (const Region& r : rs) reductions.push_back(spans(g, l, r));
   const int64_t most = brows * panels * NR * int64_t(sizeof(T)) > kLargeB ? kMaxPixels : kMaxPixels / 2;
-  const int64_t kblocks = ceil_div(panels * NR, kChannelBlock);
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const int64_t n1 = min64(n0 + chunk, g.N);
     to_nhwc(g, l, x, n0, n1, xt, threads);
-    // Region ri's pixels in even blocks of pblock[ri], its tasks from first[ri].
+    // Region ri's pixels in even blocks of pblock[ri], its blocks from first[ri].
     std::vector<int64_t> pblock, first{0};
     for (const Region& r : rs) {
       const int64_t pixels = (n1 - n0) * r.area();
@@ -303,20 +317,20 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int
       first.push_back(first.back() + ceil_div(pixels, pblock.back()));
     }
     const int64_t pixel_tasks = first.back();
-    parallel_tasks(pixel_tasks * kblocks, threads, [&](int64_t task) {
-      const int64_t q = task % pixel_tasks;
+    // Pixel block q's outputs in channel block kb, with that block's B panels at bk.
+    auto pixel_block = [&](int64_t q, int64_t kb, const T* bk) {
       int64_t ri = 0;
       while (q >= first[ri + 1]) ++ri;
       const Region& r = rs[ri];
       const std::vector<Span>& reduction = reductions[ri];
       const int64_t e0 = (q - first[ri]) * pblock[ri], np = min64(pblock[ri], (n1 - n0) * r.area() - e0);
-      const int64_t j0 = task / pixel_tasks * kChannelBlock, nj = min64(kChannelBlock, g.K - j0);
+      const int64_t j0 = kb * kChannelBlock, nj = min64(kChannelBlock, g.K - j0);
       T* out = static_cast<T*>(thread_workspace(sizeof(T) * (kMaxPixels + MR) * kChannelBlock, kSlotTile));
       int64_t pixel[kMaxPixels + MR];  // each pixel's first input element (tap 0, 0; channel 0) in x_t
       pixel_offsets(g, l, r, e0, np, pixel);
       if (l.fused || reduction.empty()) {  // all spans summed in registers: one store per output
         for (int64_t jj = 0; jj < nj; jj += NR) {
-          const T* bp = b + (j0 + jj) / NR * brows * NR;
+          const T* bp = bk + jj / NR * brows * NR;
           for (int64_t t = 0; t < np; t += MR) {
             VecOf<T> acc[MR][2];
             tile_zero<T, MR, 2>(acc);
@@ -341,7 +355,7 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int
               for (int64_t t = 0; t < np; t += MR) {
                 RowPointers<T, MR> a;
                 for (int i = 0; i < MR; ++i) a.rows[i] = xt + pixel[min64(t + i, np - 1)] + sp.offset + k0;
-                microkernel_with<T, MR, 2>(kc, a, b + ((j0 + jj) / NR * brows + sp.row + k0) * NR, NR,
+                microkernel_with<T, MR, 2>(kc, a, bk + (jj / NR * brows + sp.row + k0) * NR, NR,
                                            out + t * kChannelBlock + jj, kChannelBlock,
                                            static_cast<int>(min64(MR, np - t)), static_cast<int>(min64(NR, nj - jj)), acc);
               }
@@ -358,7 +372,20 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int
                          y + ((n0 + px.n) * g.K + j0) * P + px.oh * g.OW + px.ow, P);
         t += run, e += run;
       }
-    });
+    };
+    if (own_b) {
+      parallel_tasks(kblocks, threads, [&](int64_t kb) {
+        const int64_t p0 = kb * block_panels, p1 = min64(p0 + block_panels, panels);
+        T* bk = static_cast<T*>(thread_workspace(sizeof(T) * ((p1 - p0) * brows * NR + kBSlack<T>), kSlotPackA));
+        pack_b(g, w, adjoint, p0, p1, bk);
+        for (int64_t q = 0; q < pixel_tasks; ++q) pixel_block(q, kb, bk);
+      });
+    } else {
+      parallel_tasks(pixel_tasks * kblocks, threads, [&](int64_t task) {
+        const int64_t kb = task / pixel_tasks;
+        pixel_block(task % pixel_tasks, kb, b + kb * block_panels * brows * NR);
+      });
+    }
   }
 }
 

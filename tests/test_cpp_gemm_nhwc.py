@@ -68,6 +68,7 @@ def test_forced_gemm_nhwc(case, dtype, rng):
 
 
 def test_gemm_nhwc_gives_the_same_bits_at_any_thread_count(rng):
+    # 9 channel blocks: at 1 and 3 threads each task packs its own block of B, at 2 B is shared
     x = rng.standard_normal((5, 40, 9, 8)).astype(np.float32)
     wt = rng.standard_normal((270, 40, 3, 3)).astype(np.float32)
     g = P.conv_params(x, wt, None, 1, 1, 1, 1)[5]

@@ -1,5 +1,5 @@
-// The memory-bound helpers of a training step: ReLU forward/backward, the Adam update and the
-// bias gradient. Compiled once, without ISA flags (the baseline has no FMA, so nothing is
+// The memory-bound helpers of a training step: ReLU forward/backward, the Adam update, the
+// bias gradient, and the phase copies of dilated convs. Compiled once, without ISA flags (the baseline has no FMA, so nothing is
 // contracted: Adam rounds exactly as the NumPy expression it replaces). Elementwise work is
 // split into fixed stretches, so results do not depend on the thread count.
 #include <pybind11/numpy.h>
@@ -117,12 +117,54 @@ void bias_grad_f32(Arr<float> gy, Arr<float> out, int threads) {
   }
 }
 
+// Space-to-batch for a dilated conv (dilation dh x dw): phase (a, b) of image n, its rows a, a + dh,
+// ... and columns b, b + dw, ..., is image (a dw + b) N + n of the stack; a stride-1 conv with
+// dilation d over the planes is then one without dilation over the stack (cpp_algorithms'
+// dilated_phases). split: planes (N, C, H, W) -> stack (dh dw N, C, H / dh, W / dw); else back.
+template <class T, int DW>
+void phase_rows(T* planes, T* stack, int64_t N, int64_t C, int64_t H, int64_t W, int64_t dh, int64_t dw,
+                bool split, int64_t plane) {
+  const int64_t n = plane / C, c = plane % C, Hs = H / dh, Ws = W / dw, d = DW ? DW : dw;
+  for (int64_t r = 0; r < H; ++r) {
+    T* row = planes + (plane * H + r) * W;
+    for (int64_t b = 0; b < d; ++b) {
+      T* s = stack + (((((r % dh) * d + b) * N + n) * C + c) * Hs + r / dh) * Ws;
+      if (split)
+        for (int64_t j = 0; j < Ws; ++j) s[j] = row[j * d + b];
+      else
+        for (int64_t j = 0; j < Ws; ++j) row[j * d + b] = s[j];
+    }
+  }
+}
+
+template <class T>
+void dilation_phases(Arr<T> planes, Arr<T> stack, int64_t dh, int64_t dw, bool split, int threads) {
+  if (planes.ndim() != 4 || stack.ndim() != 4 || dh < 1 || dw < 1)
+    throw py::value_error("dilation_phases: 4-D arrays and positive dilations");
+  const int64_t N = planes.shape(0), C = planes.shape(1), H = planes.shape(2), W = planes.shape(3);
+  if (H % dh || W % dw || stack.shape(0) != dh * dw * N || stack.shape(1) != C || stack.shape(2) != H / dh ||
+      stack.shape(3) != W / dw)
+    throw py::value_error("dilation_phases: the stack must be (dh dw N, C, H / dh, W / dw), H and W multiples of dh, dw");
+  T* p = split ? const_cast<T*>(planes.data()) : planes.mutable_data();
+  T* st = split ? stack.mutable_data() : const_cast<T*>(stack.data());
+  py::gil_scoped_release release;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t plane = 0; plane < N * C; ++plane) {
+    if (dw == 2)  // a fixed stride: the copies vectorise (even and odd lanes)
+      phase_rows<T, 2>(p, st, N, C, H, W, dh, dw, split, plane);
+    else
+      phase_rows<T, 0>(p, st, N, C, H, W, dh, dw, split, plane);
+  }
+}
+
 template <class T>
 void bind_elementwise_dtype(py::module_& m) {
   m.def("relu_forward", &relu_forward<T>, py::arg("x"), py::arg("y"), py::arg("threads"));
   m.def("relu_backward", &relu_backward<T>, py::arg("gy"), py::arg("y"), py::arg("gx"), py::arg("threads"));
   m.def("adam_update", &adam_update<T>, py::arg("p"), py::arg("g"), py::arg("m"), py::arg("v"), py::arg("b1"),
         py::arg("b2"), py::arg("step_size"), py::arg("v_scale"), py::arg("eps"), py::arg("threads"));
+  m.def("dilation_phases", &dilation_phases<T>, py::arg("planes"), py::arg("stack"), py::arg("dh"), py::arg("dw"),
+        py::arg("split"), py::arg("threads"));
 }
 
 }  // namespace

@@ -123,7 +123,8 @@ def test_explain_says_why_an_algorithm_declines():
     x = np.zeros((1, 8, 8, 8), np.float32)
     _, _, _, _, _, g, _ = P.conv_params(x, np.zeros((8, 8, 3, 3), np.float32), None, 2, 1, 1, 1)
     reasons = dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], g))
-    assert reasons == {"depthwise_direct": "not depthwise (groups 1, 8 in / 8 out channels)",
+    assert reasons == {"dilated_phases": "no dilation",
+                       "depthwise_direct": "not depthwise (groups 1, 8 in / 8 out channels)",
                        "winograd_f23": "stride is not 1", "winograd_f43": "stride is not 1",
                        "winograd_s2": "kernel 3x3 is not 4x4", "gemm_1x1": "kernel 3x3 is not 1x1", "gemm_nhwc": None, "implicit_gemm_wide": None,
                        "implicit_gemm": None}

@@ -32,7 +32,7 @@ from .._params import ConvGeometry
 
 # Part of the autotune cache key: raised when a kernel changes enough that choices made
 # before should be timed again.
-TUNING_REVISION = 13
+TUNING_REVISION = 14
 
 
 @dataclass(frozen=True)
@@ -231,9 +231,70 @@ def _backward_data_as_forward(g):
                         (g.R - 1) * g.dil_h - g.pad_h, (g.S - 1) * g.dil_w - g.pad_w, g.dil_h, g.dil_w, g.H, g.W)
 
 
+def _dilated_phases_accepts(g):
+    if (g.dil_h, g.dil_w) == (1, 1):
+        return "no dilation"
+    if why := _stride_one(g):
+        return why
+    # Each phase's output must be the conv without dilation of its input: the sizes and the padding
+    # multiples of the dilation (a transposed conv's output_padding can leave rows no output reads).
+    for size, pad, out, taps, d in ((g.H, g.pad_h, g.out_h, g.R, g.dil_h), (g.W, g.pad_w, g.out_w, g.S, g.dil_w)):
+        if size % d or pad % d or out % d or size // d + 2 * (pad // d) - (taps - 1) != out // d:
+            return (f"input {g.H}x{g.W}, padding {g.pad_h}x{g.pad_w} and output {g.out_h}x{g.out_w} do not split "
+                    f"into equal phases of the dilation {g.dil_h}x{g.dil_w}")
+    return None
+
+
+def _phase_geometry(g):
+    """The conv without dilation over the stack of x's dil_h x dil_w phases (dilated_phases)."""
+    dh, dw = g.dil_h, g.dil_w
+    return ConvGeometry(g.N * dh * dw, g.C, g.H // dh, g.W // dw, g.K, g.R, g.S, g.groups, 1, 1,
+                        g.pad_h // dh, g.pad_w // dw, 1, 1, g.out_h // dh, g.out_w // dw)
+
+
+def _dilated_phases(C, tables):
+    """The three runs of dilated_phases. A stride-1 conv with dilation d reads, for the outputs of
+    one phase (rows a, a + d, ...; padding a multiple of d), only the inputs of the same phase, as a
+    conv without dilation: the phases of x are stacked as images (space-to-batch), the problem
+    without dilation runs with whichever algorithm choose() picks for it (Winograd for DeepLab's
+    3x3), and the phases of the result go back in place. Backward-weight sums over the stack's
+    images, which is the sum over every pixel."""
+    def split(a, g, t):
+        stack = np.empty((g.dil_h * g.dil_w * a.shape[0], a.shape[1], a.shape[2] // g.dil_h, a.shape[3] // g.dil_w),
+                         a.dtype)
+        C.dilation_phases(a, stack, g.dil_h, g.dil_w, True, t)
+        return stack
+
+    def inner(primitive, g2, dtype, timer_args):
+        return choose(primitive, tables[primitive], g2, dtype, C.isa(), timer_args)
+
+    def forward(x, w, b, y, g, t):
+        g2, xs = _phase_geometry(g), split(x, g, t)
+        ys = np.empty(g2.y_shape, x.dtype)
+        inner("conv_forward", g2, x.dtype, lambda: (xs, w, b, np.empty_like(ys), g2, t)).run(xs, w, b, ys, g2, t)
+        C.dilation_phases(y, ys, g.dil_h, g.dil_w, False, t)
+
+    def backward_data(gy, w, b, gx, g, t):
+        g2, gys = _phase_geometry(g), split(gy, g, t)
+        gxs = np.empty(g2.x_shape, gy.dtype)
+        inner("conv_backward_data", g2, gy.dtype, lambda: (gys, w, b, np.empty_like(gxs), g2, t)).run(
+            gys, w, b, gxs, g2, t)
+        C.dilation_phases(gx, gxs, g.dil_h, g.dil_w, False, t)
+
+    def backward_weight(gy, x, gw, g, t):
+        g2, gys, xs = _phase_geometry(g), split(gy, g, t), split(x, g, t)
+        inner("conv_backward_weight", g2, gy.dtype, lambda: (gys, xs, np.empty_like(gw), g2, t)).run(
+            gys, xs, gw, g2, t)
+
+    return forward, backward_data, backward_weight
+
+
 def make_tables(C, geom):
     """The candidate lists, given the extension module and the geometry packer."""
+    tables = {}
+    phases_forward, phases_backward_data, phases_backward_weight = _dilated_phases(C, tables)
     forward = [
+        Algorithm("dilated_phases", _dilated_phases_accepts, phases_forward),
         Algorithm("depthwise_direct", _depthwise_forward_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_depthwise(geom(g), x, w, b, y, t)),
         Algorithm("winograd_f23", _winograd_bounded_accepts,
@@ -252,6 +313,7 @@ def make_tables(C, geom):
                   lambda x, w, b, y, g, t: C.conv_forward(geom(g), x, w, b, y, t)),
     ]
     backward_data = [
+        Algorithm("dilated_phases", _dilated_phases_accepts, phases_backward_data),
         Algorithm("winograd_f23", _winograd_backward_data_accepts,
                   lambda gy, w, b, gx, g, t: C.conv_forward_winograd_f23(
                       geom(_backward_data_as_forward(g)), gy, _flipped_transposed(w, g.groups), b, gx, t)),
@@ -282,6 +344,7 @@ def make_tables(C, geom):
                   lambda gy, w, b, gx, g, t: C.conv_backward_data(geom(g), gy, w, b, gx, t)),
     ]
     backward_weight = [
+        Algorithm("dilated_phases", _dilated_phases_accepts, phases_backward_weight),
         Algorithm("depthwise_direct", _depthwise_accepts,
                   lambda gy, x, gw, g, t: C.conv_backward_weight_depthwise(geom(g), gy, x, gw, t)),
         Algorithm("winograd_f23", _winograd_bounded_accepts,
@@ -297,7 +360,8 @@ def make_tables(C, geom):
         Algorithm("implicit_gemm", _always,
                   lambda gy, x, gw, g, t: C.conv_backward_weight(geom(g), gy, x, gw, t)),
     ]
-    return {"conv_forward": forward, "conv_backward_data": backward_data, "conv_backward_weight": backward_weight}
+    tables.update(conv_forward=forward, conv_backward_data=backward_data, conv_backward_weight=backward_weight)
+    return tables
 
 
 # --------------------------------------------------------------------------- choice

@@ -8,7 +8,7 @@ into a preallocated output. `choose` picks one per problem:
    FASTCONV_CONV_ALGO=name (for benchmarks); a forced name that declines a problem falls
    through to the normal choice;
 2. with one candidate accepting, that one;
-3. with several, the autotuner: each is timed once on the real arguments and the fastest is
+3. with several, the autotuner: each is timed on the real arguments (_time_candidates) and the fastest is
    remembered in this process and in the on-disk cache (fastconv.cache, namespace
    "cpp-algo"). FASTCONV_AUTOTUNE=0 skips timing and takes the first accepting candidate.
 
@@ -18,6 +18,7 @@ computes with the same algorithm, hence the same bits, at any number of threads.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
@@ -434,20 +435,35 @@ def _threads():
     return get_num_threads()
 
 
+# A tuning round times each candidate for about this long (repeated calls, at most
+# _TUNE_MAX_REPS): single calls of a millisecond on a shared machine picked a 13 % slower
+# algorithm for a transposed conv's backward-weight.
+_TUNE_ROUND_S = 0.002
+_TUNE_MAX_REPS = 50
+_TUNE_ROUNDS = 5
+
+
 def _time_candidates(accepting, timer_args):
-    """The name of the fastest candidate: each run once to warm up, then the best of three
-    rounds in which every candidate runs once (interleaved, so a slow spell of a shared
-    machine does not fall on one candidate only)."""
+    """The name of the fastest candidate: each run twice to warm up (first-call costs) and to
+    size its repetitions, then the best of _TUNE_ROUNDS rounds in which every candidate runs
+    its repetitions (interleaved, so a slow spell of a shared machine does not fall on one
+    candidate only)."""
     args = timer_args()
     if args is None:
         raise ValueError(f"{len(accepting)} algorithms accept this problem and none is tuned yet: "
                          f"timing them needs the call's arguments")
+    reps = []
     for a in accepting:
         a.run(*args)
+        start = time.perf_counter()
+        a.run(*args)
+        once = time.perf_counter() - start
+        reps.append(max(1, min(_TUNE_MAX_REPS, math.ceil(_TUNE_ROUND_S / max(once, 1e-7)))))
     best = [float("inf")] * len(accepting)
-    for _ in range(3):
+    for _ in range(_TUNE_ROUNDS):
         for i, a in enumerate(accepting):
             start = time.perf_counter()
-            a.run(*args)
-            best[i] = min(best[i], time.perf_counter() - start)
+            for _ in range(reps[i]):
+                a.run(*args)
+            best[i] = min(best[i], (time.perf_counter() - start) / reps[i])
     return accepting[best.index(min(best))].name

@@ -179,11 +179,11 @@ void to_nhwc(const ConvGeom& g, const Layout& l, const T* x, int64_t n0, int64_t
   });
 }
 
-// B[(i S + j) C + c][k] = w[k][c][i][j], columns past K zero, stored as NR-wide column panels
-// (panel k / NR at b + k / NR * rows * NR, row-major NR wide): each micro-kernel call then
-// streams its panel from contiguous memory. This packs panel jp at `panel`. w is a K x (C R S) matrix whose column
-// r = c RS + tap is B's row tap C + c: L x L blocks of it transposed in registers, loaded and
-// stored whole.
+// Panel jp of B, at `panel`: B[(i S + j) C + c][k] = w[k][c][i][j], columns past K zero, stored as
+// NR-wide column panels (panel k / NR at b + k / NR * rows * NR, row-major NR wide): each
+// micro-kernel call then streams its panel from contiguous memory. w is a K x (C R S) matrix whose
+// column r = c RS + tap is B's row tap C + c: L x L blocks of it transposed in registers, loaded
+// and stored whole.
 template <class T>
 void weights_tap_major(const ConvGeom& g, const T* w, int64_t jp, T* panel) {
   typedef VecOf<T> V;
@@ -509,7 +509,8 @@ void conv_backward_weight_nhwc(const ConvGeom& g, const T* gy, const T* x, T* gw
                                                                     panel + run.t * MR) : 0;
           for (int64_t i = 0; i < MR; ++i) {
             const int64_t k = kp * MR + i;
-            for (int64_t e = done; e < run.len; ++e) panel[(run.t + e) * MR + i] = k < g.K ? gy[run.gy + k * P + e] : T(0);
+            for (int64_t e = done; e < run.len; ++e)
+              panel[(run.t + e) * MR + i] = k < g.K ? gy[run.gy + k * P + e] : T(0);
           }
         }
       });
@@ -552,7 +553,8 @@ void conv_backward_weight_nhwc(const ConvGeom& g, const T* gy, const T* x, T* gw
     const int64_t col = jp / seg_panels * l.seg_len + jp % seg_panels * NR, nv = min64(NR, l.seg_len - jp % seg_panels * NR);
     for (int64_t kgi = 0; kgi < kgroups; ++kgi) {
       if (started[jp * kgroups + kgi]) continue;
-      for (int64_t k = group_start(kgi, kgroups, kpanels) * MR; k < min64(group_start(kgi + 1, kgroups, kpanels) * MR, g.K); ++k)
+      const int64_t k1 = min64(group_start(kgi + 1, kgroups, kpanels) * MR, g.K);
+      for (int64_t k = group_start(kgi, kgroups, kpanels) * MR; k < k1; ++k)
         std::memset(gwt + k * brows + col, 0, sizeof(T) * nv);
     }
   }

@@ -1,7 +1,8 @@
 // The memory-bound helpers of a training step: ReLU forward/backward, the Adam update, the
-// bias gradient, and the phase copies of dilated convs. Compiled once, without ISA flags (the baseline has no FMA, so nothing is
-// contracted: Adam rounds exactly as the NumPy expression it replaces). Elementwise work is
-// split into fixed stretches, so results do not depend on the thread count.
+// bias gradient, and the phase copies of dilated convs. Compiled once, without ISA flags (the
+// baseline has no FMA, so nothing is contracted: Adam rounds exactly as the NumPy expression it
+// replaces). Elementwise work is split into fixed stretches, so results do not depend on the
+// thread count.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -144,7 +145,8 @@ void dilation_phases(Arr<T> planes, Arr<T> stack, int64_t dh, int64_t dw, bool s
   const int64_t N = planes.shape(0), C = planes.shape(1), H = planes.shape(2), W = planes.shape(3);
   if (H % dh || W % dw || stack.shape(0) != dh * dw * N || stack.shape(1) != C || stack.shape(2) != H / dh ||
       stack.shape(3) != W / dw)
-    throw py::value_error("dilation_phases: the stack must be (dh dw N, C, H / dh, W / dw), H and W multiples of dh, dw");
+    throw py::value_error(
+        "dilation_phases: the stack must be (dh dw N, C, H / dh, W / dw), H and W multiples of dh, dw");
   T* p = split ? const_cast<T*>(planes.data()) : planes.mutable_data();
   T* st = split ? stack.mutable_data() : const_cast<T*>(stack.data());
   py::gil_scoped_release release;

@@ -73,6 +73,12 @@ def torch_conv_transpose2d(x, w, b, gy, **kw):
     return (y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), None if b is None else bt.grad.numpy())
 
 
+def algorithm_call(primitive, x, w, gy, g):
+    """(the inputs of an Algorithm's run for this primitive, the shape of its output)."""
+    return {"conv_forward": ((x, w, None), g.y_shape), "conv_backward_data": ((gy, w, None), g.x_shape),
+            "conv_backward_weight": ((gy, x), g.w_shape)}[primitive]
+
+
 def assert_same_bits_at_thread_counts(algorithm, args, shape, dtype, geometry, counts=(1, 2, 3)):
     """algorithm.run(*args, out, geometry, threads) writes every output (they start as NaN) and
     gives the same bits at every thread count."""

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from oracle import absolute, assert_same_bits_at_thread_counts, assert_within, ref
+from oracle import absolute, algorithm_call, assert_same_bits_at_thread_counts, assert_within, ref
 
 pytestmark = pytest.mark.skipif(fastconv.backends()["cpp"] is not None, reason="the C++ extension is not built")
 
@@ -542,8 +542,7 @@ def test_every_algorithm_gives_the_same_bits_at_any_thread_count(primitive, name
     _, _, _, _, _, g, _ = P.conv_params(x, wt, None, stride, 1, 1, groups)
     gy = rng.standard_normal(g.y_shape).astype(np.float32)
     algo = next(a for a in cpp.ALGORITHMS[primitive] if a.name == name)
-    args, shape = {"conv_forward": ((x, wt, None), g.y_shape), "conv_backward_data": ((gy, wt, None), g.x_shape),
-                   "conv_backward_weight": ((gy, x), g.w_shape)}[primitive]
+    args, shape = algorithm_call(primitive, x, wt, gy, g)
     assert_same_bits_at_thread_counts(algo, args, shape, np.float32, g)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from oracle import absolute, assert_same_bits_at_thread_counts, assert_within, ref
+from oracle import absolute, algorithm_call, assert_same_bits_at_thread_counts, assert_within, ref
 
 pytestmark = pytest.mark.skipif(fastconv.backends()["cpp"] is not None, reason="the C++ extension is not built")
 
@@ -84,7 +84,7 @@ def test_gemm_1x1_same_bits_at_any_thread_count(primitive, rng):
     g = P.conv_params(x, wt, None, 1, 0, 1, 1)[5]
     gy = rng.standard_normal(g.y_shape).astype(np.float32)
     algo = next(a for a in cpp.ALGORITHMS[primitive] if a.name == NAME)
-    args, shape = ((x, wt, None), g.y_shape) if primitive == "conv_forward" else ((gy, wt, None), g.x_shape)
+    args, shape = algorithm_call(primitive, x, wt, gy, g)
     assert_same_bits_at_thread_counts(algo, args, shape, np.float32, g)
 
 

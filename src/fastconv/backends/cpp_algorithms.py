@@ -260,9 +260,8 @@ def _dilated_phases(C, tables):
     without dilation runs with whichever algorithm choose() picks for it (Winograd for DeepLab's
     3x3), and the phases of the result go back in place. Backward-weight sums over the stack's
     images, which is the sum over every pixel."""
-    def split(a, g, t):
-        stack = np.empty((g.dil_h * g.dil_w * a.shape[0], a.shape[1], a.shape[2] // g.dil_h, a.shape[3] // g.dil_w),
-                         a.dtype)
+    def split(a, stack_shape, g, t):  # stack_shape: the phase geometry's x_shape or y_shape
+        stack = np.empty(stack_shape, a.dtype)
         C.dilation_phases(a, stack, g.dil_h, g.dil_w, True, t)
         return stack
 
@@ -270,20 +269,23 @@ def _dilated_phases(C, tables):
         return choose(primitive, tables[primitive], g2, dtype, C.isa(), timer_args)
 
     def forward(x, w, b, y, g, t):
-        g2, xs = _phase_geometry(g), split(x, g, t)
+        g2 = _phase_geometry(g)
+        xs = split(x, g2.x_shape, g, t)
         ys = np.empty(g2.y_shape, x.dtype)
         inner("conv_forward", g2, x.dtype, lambda: (xs, w, b, np.empty_like(ys), g2, t)).run(xs, w, b, ys, g2, t)
         C.dilation_phases(y, ys, g.dil_h, g.dil_w, False, t)
 
     def backward_data(gy, w, b, gx, g, t):
-        g2, gys = _phase_geometry(g), split(gy, g, t)
+        g2 = _phase_geometry(g)
+        gys = split(gy, g2.y_shape, g, t)
         gxs = np.empty(g2.x_shape, gy.dtype)
         inner("conv_backward_data", g2, gy.dtype, lambda: (gys, w, b, np.empty_like(gxs), g2, t)).run(
             gys, w, b, gxs, g2, t)
         C.dilation_phases(gx, gxs, g.dil_h, g.dil_w, False, t)
 
     def backward_weight(gy, x, gw, g, t):
-        g2, gys, xs = _phase_geometry(g), split(gy, g, t), split(x, g, t)
+        g2 = _phase_geometry(g)
+        gys, xs = split(gy, g2.y_shape, g, t), split(x, g2.x_shape, g, t)
         inner("conv_backward_weight", g2, gy.dtype, lambda: (gys, xs, np.empty_like(gw), g2, t)).run(
             gys, xs, gw, g2, t)
 

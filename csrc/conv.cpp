@@ -92,7 +92,9 @@ void conv_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y
   char* shared = static_cast<char*>(thread_workspace(table_bytes + sizeof(T) * per_group * g.groups, kSlotShared));
   const Taps taps = input_taps(g, reinterpret_cast<int64_t*>(shared));
   T* packed_w = reinterpret_cast<T*>(shared + table_bytes);
-  for (int64_t gi = 0; gi < g.groups; ++gi) pack_a<T>(Kg, rows, w + gi * Kg * rows, rows, 1, packed_w + gi * per_group);
+  pack_a_parallel<T>(
+      g.groups, rows, rows, 1, [&](int64_t gi) { return std::make_pair(w + gi * Kg * rows, Kg); }, packed_w, per_group,
+      threads);
   const PatchSpec spec = input_patch_spec(g, taps);
   const int64_t tile = choose_tile<T>(rows, columns, g.groups), ntiles = ceil_div(columns, tile);
 

@@ -32,7 +32,9 @@ void conv_forward_1x1(const ConvGeom& g, const T* x, const T* w, const T* bias, 
 
   const int64_t per_group = packed_a_size<T>(Kg, Cg);
   T* packed_w = static_cast<T*>(thread_workspace(sizeof(T) * per_group * g.groups, kSlotShared));
-  for (int64_t gi = 0; gi < g.groups; ++gi) pack_a<T>(Kg, Cg, w + gi * Kg * Cg, Cg, 1, packed_w + gi * per_group);
+  pack_a_parallel<T>(
+      g.groups, Cg, Cg, 1, [&](int64_t gi) { return std::make_pair(w + gi * Kg * Cg, Kg); }, packed_w, per_group,
+      threads);
 
   // Fewer than 8 tasks: halve the pixel blocks (down to one panel), then the channel blocks
   // (down to 8 register panels).

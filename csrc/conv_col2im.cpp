@@ -47,11 +47,13 @@ void conv_backward_data_col2im(const ConvGeom& g, const T* gy, const T* w, const
   const int64_t pair_bytes = by_pairs ? sizeof(int32_t) * (RS + 1 + 2 * RS * P) : 0;
   char* shared = static_cast<char*>(thread_workspace(packed_bytes + table_bytes + pair_bytes, kSlotShared));
   T* packed = reinterpret_cast<T*>(shared);
-  for (int64_t gi = 0; gi < g.groups; ++gi)
-    for (int64_t b = 0; b < cblocks; ++b) {
-      const int64_t c0 = b * cb, nc = min64(cb, Cg - c0);
-      pack_a<T>(nc * RS, Kg, w + gi * Kg * Cg * RS + c0 * RS, 1, Cg * RS, packed + (gi * cblocks + b) * per_block);
-    }
+  pack_a_parallel<T>(
+      g.groups * cblocks, Kg, 1, Cg * RS,
+      [&](int64_t m) {
+        const int64_t gi = m / cblocks, c0 = m % cblocks * cb;
+        return std::make_pair(w + gi * Kg * Cg * RS + c0 * RS, min64(cb, Cg - c0) * RS);
+      },
+      packed, per_block, threads);
 
   // Per tap row r: the output rows oh whose input row oh*sh + r*dh - ph is inside grad_x, as
   // [lo_h, hi_h), and that offset; the same per tap column.

@@ -66,7 +66,9 @@ void conv_forward_wide(const ConvGeom& g, const T* x, const T* w, const T* bias,
 
   const int64_t per_group = packed_a_size<T>(Kg, rows);
   T* packed_w = static_cast<T*>(thread_workspace(sizeof(T) * per_group * g.groups, kSlotShared));
-  for (int64_t gi = 0; gi < g.groups; ++gi) pack_a<T>(Kg, rows, w + gi * Kg * rows, rows, 1, packed_w + gi * per_group);
+  pack_a_parallel<T>(
+      g.groups, rows, rows, 1, [&](int64_t gi) { return std::make_pair(w + gi * Kg * rows, Kg); }, packed_w, per_group,
+      threads);
 
   parallel_tasks(g.groups * image_tasks * nblocks * kblocks, threads, [&](int64_t task) {
     const int64_t kb = task % kblocks, rest = task / kblocks;

@@ -107,6 +107,27 @@ def test_max_pool2d_2x2_special_values_follow_torch(backend, rng, shape, dtype):
     np.testing.assert_array_equal(idx, tidx)
 
 
+@pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=3, stride=1, padding=1),
+                                dict(kernel_size=(2, 3), stride=(1, 3), padding=(1, 1)),
+                                dict(kernel_size=(3, 2), stride=(2, 2), padding=(0, 1), dilation=(1, 3)),
+                                dict(kernel_size=5, stride=2, padding=2, dilation=2, ceil_mode=True)], ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool2d_wide_rows_special_values_follow_torch(backend, rng, kw, dtype):
+    """Rows wide enough for lanes of whole windows (a vectorised path on cpp, at strides 1, 2 and
+    other), with the clipped windows of both edges, the last row of the array (a stride-2 lane
+    load may reach past it), and NaN / +-inf / ties in every tap position."""
+    x = np.round(rng.standard_normal((2, 3, 9, 53)) * 2) / 2
+    special = rng.random(x.shape)
+    x[special < 0.05] = np.nan
+    x[(special >= 0.05) & (special < 0.10)] = np.inf
+    x[(special >= 0.10) & (special < 0.25)] = -np.inf
+    x = x.astype(dtype)
+    y, idx = call(backend, fastconv.max_pool2d, x, return_indices=True, **kw)
+    ty, tidx, _ = _torch_max(x, np.zeros(y.shape, dtype), kw)
+    np.testing.assert_array_equal(y, ty)
+    np.testing.assert_array_equal(idx, tidx)
+
+
 def test_max_pool2d_all_minus_inf_window_with_padding(backend):
     x = np.full((1, 1, 3, 3), -np.inf, dtype=np.float32)
     kw = dict(kernel_size=3, stride=2, padding=1)

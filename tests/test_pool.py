@@ -138,7 +138,17 @@ def test_max_pool2d_all_minus_inf_window_with_padding(backend):
     assert ((idx >= 0) & (idx < 9)).all()
 
 
-@pytest.mark.parametrize("case", AVG_CASES[-2:], ids=_ids)
+# Rows wide enough for lanes of whole windows (cpp sums those in vector lanes): strides 1, 2 and 3,
+# padding counted or not, a divisor override, ceil mode, and 15 planes (a group of 8 and the rest).
+WIDE_AVG_CASES = [
+    (2, 3, 9, 53, dict(kernel_size=3, stride=1, padding=1)),
+    (2, 3, 9, 53, dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+    (1, 2, 7, 61, dict(kernel_size=(2, 3), stride=(1, 3), padding=(1, 1), divisor_override=7)),
+    (3, 5, 6, 40, dict(kernel_size=5, stride=2, padding=2, ceil_mode=True)),
+]
+
+
+@pytest.mark.parametrize("case", AVG_CASES[-2:] + WIDE_AVG_CASES, ids=_ids)
 def test_cpp_avg_pool2d_rounds_as_torch(rng, case):
     """The cpp kernels add in torch's order, several planes in lockstep: the same bits."""
     n, c, h, w, kw = case
@@ -152,7 +162,7 @@ def test_cpp_avg_pool2d_rounds_as_torch(rng, case):
     np.testing.assert_array_equal(gx, xt.grad.numpy())
 
 
-@pytest.mark.parametrize("case", AVG_CASES, ids=_ids)
+@pytest.mark.parametrize("case", AVG_CASES + WIDE_AVG_CASES, ids=_ids)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_avg_pool2d(backend, rng, case, dtype):
     n, c, h, w, kw = case

@@ -1,12 +1,13 @@
-// Forward convolution with a 1x1 kernel at stride 1 without padding, as a GEMM per image and
-// group: y[n, g] (Kg x P) = W[g] (Kg x Cg) * x[n, g] (Cg x P), P = H*W pixels. Backward-data of
-// such a conv is the same GEMM with W transposed (the caller passes it as the forward).
+// Forward convolution with a 1x1 kernel without padding, as a GEMM per image and group:
+// y[n, g] (Kg x P) = W[g] (Kg x Cg) * x[n, g] (Cg x P), P = OH*OW pixels. Backward-data of such a
+// conv at stride 1 is the same GEMM with W transposed (the caller passes it as the forward).
 //
 // x's channel rows are B's rows and y's channel rows C's, both NCHW as they are: B is read in
 // place and C written straight into y (gemm_direct.h), so the GEMM has no patch matrix, no
 // packed copy of B and no result tile to copy out. Only an image's last NR-column panel, when
 // P is not a multiple of NR, is copied (zero-padded) first: its rows would read past the row's end,
-// the last of them past x's.
+// the last of them past x's. At a stride (ResNet's 1x1 s2 downsampling), a task first gathers its
+// block's pixels of every channel into rows of its own (Cg x the block, in L2), which B then is.
 //
 // Tasks: (image, group, block of pixels, block of output channels); each output is summed by one
 // task in a fixed order, so results do not depend on the thread count.
@@ -26,9 +27,10 @@ constexpr int64_t kMaxPixels = 256;  // columns per task: 16 panels, A's KC bloc
 
 template <class T>
 void conv_forward_1x1(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
-  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;
-  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, P = g.H * g.W;
+  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR, L = Vec<T>::kLanes;
+  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, P = g.OH * g.OW, HW = g.H * g.W;
   if (g.N * g.K * P == 0) return;
+  const bool strided = g.sh != 1 || g.sw != 1 || P != HW;
 
   const int64_t per_group = packed_a_size<T>(Kg, Cg);
   T* packed_w = static_cast<T*>(thread_workspace(sizeof(T) * per_group * g.groups, kSlotShared));
@@ -48,12 +50,31 @@ void conv_forward_1x1(const ConvGeom& g, const T* x, const T* w, const T* bias, 
     const int64_t kb = task % kblocks, pb = task / kblocks % pblocks, ng = task / (kblocks * pblocks);
     const int64_t n = ng / g.groups, gi = ng % g.groups;
     const int64_t p0 = pb * block, np = min64(block, P - p0), k0 = kb * kblock, nk = min64(kblock, Kg - k0);
-    const T* xs = x + (n * g.C + gi * Cg) * P + p0;  // the block's first column of channel 0
+    const T* xs = x + (n * g.C + gi * Cg) * HW + p0;  // the block's first column of channel 0 (stride 1)
     T* tail = static_cast<T*>(thread_workspace(sizeof(T) * kMaxKC * NR, kSlotTile));
+    const int64_t ld = round_up(np, NR);
+    T* gathered = strided ? static_cast<T*>(thread_workspace(sizeof(T) * Cg * ld, kSlotTile2)) : nullptr;
+    if (strided)
+      for (int64_t c = 0; c < Cg; ++c) {
+        const T* plane = x + (n * g.C + gi * Cg + c) * HW;
+        T* row = gathered + c * ld;
+        for (int64_t e = 0, oh = p0 / g.OW, ow = p0 % g.OW; e < np; ++oh, ow = 0) {  // by output rows
+          const T* src = plane + oh * g.sh * g.W;
+          const int64_t run = min64(g.OW - ow, np - e);
+          int64_t i = 0;
+          if (g.sw == 2)  // even lanes of two loads, while both stay inside the row
+            for (; i + L <= run && 2 * (ow + i + L) <= g.W; i += L)
+              store(row + e + i, deinterleave_even(load(src + 2 * (ow + i)), load(src + 2 * (ow + i) + L)));
+          for (; i < run; ++i) row[e + i] = src[(ow + i) * g.sw];
+          e += run;
+        }
+        for (int64_t e = np; e < ld; ++e) row[e] = T(0);
+      }
     const auto b_panel = [&](int64_t j, int64_t c0, int64_t kc) {
-      if (np - j >= NR) return StridedRows<T>{xs + c0 * P + j, P};
+      if (strided) return StridedRows<T>{gathered + c0 * ld + j, ld};
+      if (np - j >= NR) return StridedRows<T>{xs + c0 * HW + j, HW};
       for (int64_t c = 0; c < kc; ++c) {  // the image's last, partial panel
-        std::memcpy(tail + c * NR, xs + (c0 + c) * P + j, sizeof(T) * (np - j));
+        std::memcpy(tail + c * NR, xs + (c0 + c) * HW + j, sizeof(T) * (np - j));
         std::memset(tail + c * NR + (np - j), 0, sizeof(T) * (NR - (np - j)));
       }
       return StridedRows<T>{tail, NR};

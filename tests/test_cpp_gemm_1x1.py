@@ -1,8 +1,9 @@
-"""gemm_1x1, the cpp backend's GEMM for 1x1 kernels at stride 1 without padding (B read in place
-from x's channel rows, C written into y): forced on shapes that reach its edges (the partial last
-pixel panel, planes smaller than a panel, channel tails, reductions over several KC blocks,
-groups, blocks split for 8 tasks, a streamed output), as the forward and as backward-data (the
-transposed conv's forward), against the float64 reference; thread counts; the reasons it declines."""
+"""gemm_1x1, the cpp backend's GEMM for 1x1 kernels without padding (B read in place from x's
+channel rows, or at a stride gathered per task; C written into y): forced on shapes that reach its
+edges (the partial last pixel panel, planes smaller than a panel, channel tails, reductions over
+several KC blocks, groups, blocks split for 8 tasks, a streamed output, strides), as the forward
+and at stride 1 as backward-data (the transposed conv's forward), against the float64 reference;
+thread counts; the reasons it declines."""
 from __future__ import annotations
 
 import numpy as np
@@ -57,6 +58,45 @@ def test_forced_gemm_1x1(case, dtype, rng):
                   what="gemm_1x1 conv_transpose2d")
 
 
+# (N, C, H, W, K, groups, stride)
+STRIDED_1X1 = [
+    (4, 128, 28, 28, 256, 1, 2),  # ResNet's downsampling: 196 pixels an image
+    (2, 16, 7, 9, 24, 1, 2),  # odd plane: 4 x 5 pixels, one partial panel per image
+    (1, 700, 9, 10, 10, 1, (3, 2)),  # unequal strides, three KC blocks
+    (2, 12, 9, 10, 18, 3, (2, 3)),  # groups
+    (1, 8, 80, 80, 100, 1, 2),  # one image: pixel blocks and channel blocks split for 8 tasks
+]
+
+
+@pytest.mark.parametrize("case", STRIDED_1X1, ids=[str(i) for i in range(len(STRIDED_1X1))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forced_gemm_1x1_strided_forward(case, dtype, rng):
+    n, c, h, w, k, groups, stride = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c // groups, 1, 1)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    g = P.conv_params(x, wt, b, stride, 0, 1, groups)[5]
+    assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_backward_data"], g))[NAME] == \
+        "stride: grad_x's rows are not the GEMM's"
+    with cpp_algorithms.force(NAME):
+        assert cpp.algorithm_for("conv_forward", g, dtype).name == NAME
+        y = fastconv.conv2d(x, wt, b, stride=stride, groups=groups, backend="cpp")
+    ax, aw, ab = absolute(x, wt, b)
+    assert_within(y, ref(fastconv.conv2d, x, wt, b, stride=stride, groups=groups),
+                  ref(fastconv.conv2d, ax, aw, ab, stride=stride, groups=groups), c // groups, dtype,
+                  what="gemm_1x1 strided forward")
+
+
+def test_gemm_1x1_strided_same_bits_at_any_thread_count(rng):
+    x = rng.standard_normal((3, 24, 11, 13)).astype(np.float32)
+    wt = rng.standard_normal((20, 24, 1, 1)).astype(np.float32)
+    g = P.conv_params(x, wt, None, 2, 0, 1, 1)[5]
+    gy = rng.standard_normal(g.y_shape).astype(np.float32)
+    algo = next(a for a in cpp.ALGORITHMS["conv_forward"] if a.name == NAME)
+    args, shape = algorithm_call("conv_forward", x, wt, gy, g)
+    assert_same_bits_at_thread_counts(algo, args, shape, np.float32, g)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gemm_1x1_streams_a_large_output_aligned_or_not(dtype, rng):
     """An 8 MiB output (the streaming threshold), 64-byte aligned as conv2d allocates it, and
@@ -88,12 +128,13 @@ def test_gemm_1x1_same_bits_at_any_thread_count(primitive, rng):
     assert_same_bits_at_thread_counts(algo, args, shape, np.float32, g)
 
 
-@pytest.mark.parametrize("kw,reason", [
-    (dict(weight=(4, 3, 3, 3)), "kernel 3x3 is not 1x1"),
-    (dict(stride=2), "stride or padding: x's rows are not the GEMM's"),
-    (dict(padding=1), "stride or padding: x's rows are not the GEMM's"),
+@pytest.mark.parametrize("primitive,kw,reason", [
+    ("conv_forward", dict(weight=(4, 3, 3, 3)), "kernel 3x3 is not 1x1"),
+    ("conv_forward", dict(padding=1), "padding: x's pixels are not the GEMM's columns"),
+    ("conv_backward_data", dict(padding=1), "padding: x's pixels are not the GEMM's columns"),
+    ("conv_backward_data", dict(stride=2), "stride: grad_x's rows are not the GEMM's"),
 ])
-def test_gemm_1x1_says_why_it_declines(kw, reason):
+def test_gemm_1x1_says_why_it_declines(primitive, kw, reason):
     g = P.conv_params(np.zeros((1, 3, 8, 8), np.float32), np.zeros(kw.get("weight", (4, 3, 1, 1)), np.float32), None,
                       kw.get("stride", 1), kw.get("padding", 0), 1, 1)[5]
-    assert dict(cpp_algorithms.explain(cpp.ALGORITHMS["conv_forward"], g))[NAME] == reason
+    assert dict(cpp_algorithms.explain(cpp.ALGORITHMS[primitive], g))[NAME] == reason

@@ -163,12 +163,20 @@ def _wide_backward_data_accepts(g):
 _NHWC_IMAGE_BYTES = 64 << 20
 
 
-def _gemm_1x1_accepts(g):
+def _gemm_1x1_forward_accepts(g):
     if (g.R, g.S) != (1, 1):
         return f"kernel {g.R}x{g.S} is not 1x1"
-    if (g.stride_h, g.stride_w) != (1, 1) or (g.pad_h, g.pad_w) != (0, 0) or (g.out_h, g.out_w) != (g.H, g.W):
-        return "stride or padding: x's rows are not the GEMM's"
+    if (g.pad_h, g.pad_w) != (0, 0):
+        return "padding: x's pixels are not the GEMM's columns"
     return None
+
+
+def _gemm_1x1_accepts(g):
+    """Backward-data: the forward GEMM with W transposed, where x's rows are the GEMM's."""
+    reason = _gemm_1x1_forward_accepts(g)
+    if reason is None and ((g.stride_h, g.stride_w) != (1, 1) or (g.out_h, g.out_w) != (g.H, g.W)):
+        return "stride: grad_x's rows are not the GEMM's"
+    return reason
 
 
 def _nhwc_accepts(g):
@@ -306,7 +314,7 @@ def make_tables(C, geom):
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_f43(geom(g), x, w, b, y, t)),
         Algorithm("winograd_s2", _winograd_s2_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_winograd_s2(geom(g), x, w, b, y, t)),
-        Algorithm("gemm_1x1", _gemm_1x1_accepts,
+        Algorithm("gemm_1x1", _gemm_1x1_forward_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_1x1(geom(g), x, w, b, y, t)),
         Algorithm("gemm_nhwc", _nhwc_accepts,
                   lambda x, w, b, y, g, t: C.conv_forward_nhwc(geom(g), x, w, b, y, t)),

@@ -16,6 +16,7 @@
 #include "gemm_direct.h"
 #include "kernels.h"
 #include "tasks.h"
+#include "wide.h"
 #include "workspace.h"
 
 namespace fastconv {
@@ -27,7 +28,7 @@ constexpr int64_t kMaxPixels = 256;  // columns per task: 16 panels, A's KC bloc
 
 template <class T>
 void conv_forward_1x1(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, int threads) {
-  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR, L = Vec<T>::kLanes;
+  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;
   const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, P = g.OH * g.OW, HW = g.H * g.W;
   if (g.N * g.K * P == 0) return;
   const bool strided = g.sh != 1 || g.sw != 1 || P != HW;
@@ -61,11 +62,10 @@ void conv_forward_1x1(const ConvGeom& g, const T* x, const T* w, const T* bias, 
         for (int64_t e = 0, oh = p0 / g.OW, ow = p0 % g.OW; e < np; ++oh, ow = 0) {  // by output rows
           const T* src = plane + oh * g.sh * g.W;
           const int64_t run = min64(g.OW - ow, np - e);
-          int64_t i = 0;
-          if (g.sw == 2)  // even lanes of two loads, while both stay inside the row
-            for (; i + L <= run && 2 * (ow + i + L) <= g.W; i += L)
-              store(row + e + i, deinterleave_even(load(src + 2 * (ow + i)), load(src + 2 * (ow + i) + L)));
-          for (; i < run; ++i) row[e + i] = src[(ow + i) * g.sw];
+          if (g.sw == 2)
+            gather_even(src, g.W, 2 * ow, 0, run, row + e);
+          else
+            for (int64_t i = 0; i < run; ++i) row[e + i] = src[(ow + i) * g.sw];
           e += run;
         }
         for (int64_t e = np; e < ld; ++e) row[e] = T(0);

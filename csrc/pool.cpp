@@ -121,44 +121,61 @@ void max_pool_2x2_row(const T* r0, int64_t W, int64_t at0, int64_t OW, T* out, i
   }
 }
 
-// Outputs [ow0, ow1) of output row oh whose windows lie inside the plane's columns, L at a time:
-// lane l takes output ow + l's taps in the scalar scan's order (rows, then columns) with the
-// same rule, so values and indices are the scalar scan's. The scalar scan's selects became
-// branches, a misprediction per coin-flip compare (ResNet's 3x3 s2 pool ran at 1.7 GB/s).
-// Rows [h0, h1) step dh are the window's rows inside the plane; indices are plane offsets,
-// held in lanes of IntVec<T> (the caller checks the plane fits). Returns where it stopped: ow0
-// where there are fewer than L outputs (the caller's), else ow1.
+// The output columns [from, to) whose windows lie inside the plane's columns, pooled in vector
+// lanes; empty (from = to = OW) where they are fewer than L.
+struct LaneColumns {
+  int64_t from, to;
+};
 template <class T>
-int64_t max_pool_row_lanes(const PoolGeom& g, const T* in, int64_t h0, int64_t h1, int64_t ow0, int64_t ow1, T* out,
-                           int64_t* idx, const T* x_end) {
+LaneColumns lane_columns(const PoolGeom& g) {
+  const int64_t from = min64(g.OW, ceil_div(g.pw, g.sw));
+  const int64_t last = g.W - 1 - (g.kw - 1) * g.dw + g.pw;  // the largest first column * sw
+  const int64_t to = max64(from, last < 0 ? 0 : min64(g.OW, last / g.sw + 1));
+  if (to - from < Vec<T>::kLanes) return {g.OW, g.OW};
+  return {from, to};
+}
+
+// The group of L lanes after the one at ow, in [.., ow1): the last group ends at ow1, overlapping
+// the one before (its outputs computed twice, alike: a scalar tail was most of the time).
+inline int64_t next_lane_group(int64_t ow, int64_t ow1, int64_t L) {
+  return ow + L < ow1 && ow + 2 * L > ow1 ? ow1 - L : ow + L;
+}
+
+// Lanes l = 0 .. L-1 of p[l * sw]: one load at stride 1, the even lanes of two at stride 2 (while
+// the second stays before x_end: the last odd lane may be past the row), else gathered.
+template <class T>
+inline VecOf<T> load_strided(const T* p, int64_t sw, const T* x_end) {
+  constexpr int L = Vec<T>::kLanes;
+  if (sw == 1) return load(p);
+  if (sw == 2 && p + 2 * L <= x_end) return deinterleave_even(load(p), load(p + L));
+  VecOf<T> v;
+  for (int l = 0; l < L; ++l) v[l] = p[l * sw];
+  return v;
+}
+
+// Outputs [ow0, ow1) of output row oh (lane_columns), L at a time: lane l takes output ow + l's
+// taps in the scalar scan's order (rows, then columns) with the same rule, so values and indices
+// are the scalar scan's. The scalar scan's selects became branches, a misprediction per coin-flip
+// compare (ResNet's 3x3 s2 pool ran at 1.7 GB/s). Rows [h0, h1) step dh are the window's rows
+// inside the plane; indices are plane offsets, held in lanes of IntVec<T> (the caller checks the
+// plane fits).
+template <class T>
+void max_pool_row_lanes(const PoolGeom& g, const T* in, int64_t h0, int64_t h1, int64_t ow0, int64_t ow1, T* out,
+                        int64_t* idx, const T* x_end) {
   typedef typename PoolLanes<T>::V V;
   typedef typename PoolLanes<T>::M M;
   typedef typename std::remove_reference<decltype(M{}[0])>::type I;
   constexpr int L = PoolLanes<T>::L;
   M lane;
   for (int l = 0; l < L; ++l) lane[l] = static_cast<I>(l * g.sw);
-  if (ow1 - ow0 < L) return ow0;
-  // The last group ends at ow1, overlapping the one before: its outputs are computed twice, alike
-  // (the scalar scan of the tail was most of the time).
-  for (int64_t ow = ow0; ow < ow1; ow = ow + L < ow1 && ow + 2 * L > ow1 ? ow1 - L : ow + L) {
+  for (int64_t ow = ow0; ow < ow1; ow = next_lane_group(ow, ow1, L)) {
     const int64_t w0 = ow * g.sw - g.pw;
     V best = V{} - std::numeric_limits<T>::infinity();
     M at = lane + static_cast<I>(h0 * g.W + w0);
     for (int64_t ih = h0; ih < h1; ih += g.dh)
       for (int64_t j = 0; j < g.kw; ++j) {
         const int64_t first = ih * g.W + w0 + j * g.dw;  // lane 0's tap
-        const T* p = in + first;
-        V v;
-        if (g.sw == 1) {
-          std::memcpy(&v, p, sizeof(V));
-        } else if (g.sw == 2 && p + 2 * L <= x_end) {  // the last odd lane may be past the row
-          V a, b;
-          std::memcpy(&a, p, sizeof(V));
-          std::memcpy(&b, p + L, sizeof(V));
-          v = deinterleave_even(a, b);
-        } else {
-          for (int l = 0; l < L; ++l) v[l] = p[l * g.sw];
-        }
+        const V v = load_strided(in + first, g.sw, x_end);
         const M take = (v > best) | (v != v);
         best = take ? v : best;
         at = take ? lane + static_cast<I>(first) : at;
@@ -166,7 +183,6 @@ int64_t max_pool_row_lanes(const PoolGeom& g, const T* in, int64_t h0, int64_t h
     std::memcpy(out + ow, &best, sizeof(V));
     for (int l = 0; l < L; ++l) idx[ow + l] = at[l];
   }
-  return ow1;
 }
 
 template <class T>
@@ -178,7 +194,8 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices, int
                      g.dw == 1 && 2 * g.OH <= g.H && 2 * g.OW <= g.W;
   const T* x_end = x + g.N * g.C * HW;
   // Lanes hold plane offsets in IntVec<T>'s integers (int32 for float).
-  const bool lanes = sizeof(typename IntVec<T>::type) / PoolLanes<T>::L >= 8 || HW <= std::numeric_limits<int32_t>::max();
+  const bool fits = sizeof(typename IntVec<T>::type) / PoolLanes<T>::L >= 8 || HW <= std::numeric_limits<int32_t>::max();
+  const LaneColumns lanes = fits ? lane_columns<T>(g) : LaneColumns{g.OW, g.OW};
   for_each_plane(g.N * g.C, threads, [&](int64_t plane) {
     const T* in = x + plane * HW;
     T* out = y + plane * OHW;
@@ -192,17 +209,11 @@ void max_pool_forward(const PoolGeom& g, const T* x, T* y, int64_t* indices, int
       int64_t h0 = oh * g.sh - g.ph;
       const int64_t h1 = min64(h0 + (g.kh - 1) * g.dh + 1, g.H);
       while (h0 < 0) h0 += g.dh;
-      // The columns whose windows are inside the plane, in lanes; the rest one by one.
-      int64_t lanes_from = g.OW, lanes_to = g.OW;
-      if (lanes) {
-        lanes_from = min64(g.OW, ceil_div(g.pw, g.sw));
-        const int64_t last = g.W - 1 - (g.kw - 1) * g.dw + g.pw;  // the largest first column * sw
-        const int64_t inside = last < 0 ? 0 : min64(g.OW, last / g.sw + 1);
-        lanes_to = max64(lanes_from, inside);
-        lanes_to = max_pool_row_lanes(g, in, h0, h1, lanes_from, lanes_to, out + oh * g.OW, idx + oh * g.OW, x_end);
-      }
+      // The columns whose windows are inside the plane in lanes; the rest one by one.
+      if (lanes.from < lanes.to)
+        max_pool_row_lanes(g, in, h0, h1, lanes.from, lanes.to, out + oh * g.OW, idx + oh * g.OW, x_end);
       for (int64_t ow = 0; ow < g.OW; ++ow) {
-        if (ow == lanes_from) ow = lanes_to;
+        if (ow == lanes.from) ow = lanes.to;
         if (ow >= g.OW) break;
         int64_t w0 = ow * g.sw - g.pw;
         const int64_t w1 = min64(w0 + (g.kw - 1) * g.dw + 1, g.W);
@@ -233,33 +244,17 @@ void max_pool_backward(const PoolGeom& g, const T* gy, const int64_t* indices, T
   });
 }
 
-// Outputs [ow0, ow1) of one plane's output row whose windows lie inside the plane's columns, L at
-// a time, the last group overlapping the one before: lane l sums output ow + l's window in the
-// scalar order (rows h0 .. h1, then columns), so the sums round alike, and divides by the row's
-// divisor (the same for every such window). x_end bounds the stride-2 loads' reach.
+// Outputs [ow0, ow1) of one plane's output row (lane_columns), L at a time: lane l sums output
+// ow + l's window in the scalar order (rows h0 .. h1, then columns), so the sums round alike, and
+// divides by the row's divisor (the same for every such window).
 template <class T>
 void avg_pool_row_lanes(const PoolGeom& g, const T* in, int64_t h0, int64_t h1, int64_t ow0, int64_t ow1, T divisor,
                         T* out, const T* x_end) {
   typedef VecOf<T> V;
-  constexpr int L = Vec<T>::kLanes;
-  for (int64_t ow = ow0; ow < ow1; ow = ow + L < ow1 && ow + 2 * L > ow1 ? ow1 - L : ow + L) {
+  for (int64_t ow = ow0; ow < ow1; ow = next_lane_group(ow, ow1, Vec<T>::kLanes)) {
     V sum = V{};
     for (int64_t ih = h0; ih < h1; ++ih)
-      for (int64_t j = 0; j < g.kw; ++j) {
-        const T* p = in + ih * g.W + ow * g.sw - g.pw + j;
-        V v;
-        if (g.sw == 1) {
-          std::memcpy(&v, p, sizeof(V));
-        } else if (g.sw == 2 && p + 2 * L <= x_end) {
-          V a, b;
-          std::memcpy(&a, p, sizeof(V));
-          std::memcpy(&b, p + L, sizeof(V));
-          v = deinterleave_even(a, b);
-        } else {
-          for (int l = 0; l < L; ++l) v[l] = p[l * g.sw];
-        }
-        sum += v;
-      }
+      for (int64_t j = 0; j < g.kw; ++j) sum += load_strided(in + ih * g.W + ow * g.sw - g.pw + j, g.sw, x_end);
     const V mean = sum / divisor;
     std::memcpy(out + ow, &mean, sizeof(V));
   }
@@ -274,16 +269,13 @@ void avg_pool_row_lanes(const PoolGeom& g, const T* in, int64_t h0, int64_t h1, 
 template <class T, int P>
 void avg_pool_forward_planes(const PoolGeom& g, const T* x, T* y, const T* x_end) {
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
-  constexpr int L = Vec<T>::kLanes;
-  const int64_t last = g.W - g.kw + g.pw;  // the largest first column * sw of a window inside
-  const int64_t lanes_from = min64(g.OW, ceil_div(g.pw, g.sw));
-  const int64_t lanes_to = max64(lanes_from, last < 0 ? 0 : min64(g.OW, last / g.sw + 1));
+  const LaneColumns lanes = lane_columns<T>(g);  // avg pooling has no dilation: dw = 1
   for (int64_t oh = 0; oh < g.OH; ++oh) {
     int64_t from = g.OW, to = g.OW;
-    if (lanes_to - lanes_from >= L) {
-      const AvgWindow win = avg_window(g, oh, lanes_from);
+    if (lanes.from < lanes.to) {
+      const AvgWindow win = avg_window(g, oh, lanes.from);
       if (win.h0 < win.h1) {
-        from = lanes_from, to = lanes_to;
+        from = lanes.from, to = lanes.to;
         for (int p = 0; p < P; ++p)
           avg_pool_row_lanes(g, x + p * HW, win.h0, win.h1, from, to, T(win.divisor), y + p * OHW + oh * g.OW, x_end);
       }

@@ -2,6 +2,7 @@
 #pragma once
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <new>
 #include <utility>
@@ -38,7 +39,7 @@ static void pack_a_parallel(int64_t count, int64_t kd, int64_t lda, int64_t col_
                             T* packed, int64_t packed_step, int threads) {
   constexpr int64_t MR = MicroTile<T>::MR;
   int64_t most = 0;
-  for (int64_t b = 0; b < count; ++b) most = source(b).second > most ? source(b).second : most;
+  for (int64_t b = 0; b < count; ++b) most = std::max(most, source(b).second);
   const int64_t panels = (most + MR - 1) / MR;
   if (count * panels * MR * kd < (int64_t(1) << 16)) threads = 1;
   parallel_tasks(count * panels, threads, [&](int64_t task) {

@@ -188,13 +188,12 @@ void bind_dtype(py::module_& m) {
     py::gil_scoped_release release;
     kernels(T()).conv_backward_weight_nhwc(g, gy.data(), x.data(), gw.mutable_data(), threads);
   });
-  m.def("conv_backward_weight_1x1", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x, Arr<T> gw,
+  m.def("conv_backward_weight_taps", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x, Arr<T> gw,
                                        int threads) {
     const ConvGeom g = conv_geom(geom);
-    if (g.R != 1 || g.S != 1 || g.ph != 0 || g.pw != 0 || g.OH != g.H || g.OW != g.W)
-      throw py::value_error("gemm_1x1 backward-weight needs a 1x1 kernel at stride 1 without padding");
+    if (g.ph != 0 || g.pw != 0) throw py::value_error("gemm_taps needs a conv without padding");
     py::gil_scoped_release release;
-    kernels(T()).conv_backward_weight_1x1(g, gy.data(), x.data(), gw.mutable_data(), threads);
+    kernels(T()).conv_backward_weight_taps(g, gy.data(), x.data(), gw.mutable_data(), threads);
   });
   m.def("conv_backward_weight_wide", [](const std::array<int64_t, 16>& geom, Arr<T> gy, Arr<T> x, Arr<T> gw,
                                         int threads) {

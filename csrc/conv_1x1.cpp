@@ -84,62 +84,8 @@ void conv_forward_1x1(const ConvGeom& g, const T* x, const T* w, const T* bias, 
   });
 }
 
-// Backward-weight at stride 1: gw[g] (Kg x Cg) = sum over images n of gy[n, g] (Kg x P) *
-// x[n, g]^T (P x Cg). Both operands hold the reduction (the pixels) contiguously, so gy's channel
-// rows are read in place as the micro-kernel's A rows (RowPointers: MR rows, one broadcast each
-// per pixel) and only x is transposed, a block of pixels of NR channels at a time into an
-// [pixel][NR] panel in L1. gemm_nhwc made x channel-last, copied each B panel again and packed gy
-// transposed: a quarter of MobileNet's 1x1 backward-weight.
-//
-// Tasks: (group, channel panel of x, block of gy's channel panels); a task sums its outputs over
-// the images and their pixel blocks in order, so results do not depend on the thread count. A
-// task transposes only its own channel panel: with one block of gy's channels per channel panel
-// x is transposed once in all, and gy, read in place, streams past each panel once.
-template <class T>
-void conv_backward_weight_1x1(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
-  constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;
-  const int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, P = g.H * g.W;
-  if (g.K * Cg == 0) return;
-  if (g.N * P == 0) {  // an empty sum
-    std::memset(gw, 0, sizeof(T) * g.K * Cg);
-    return;
-  }
-  const int64_t cpanels = ceil_div(Cg, NR), kpanels = ceil_div(Kg, MR), KC = kc_block(P);
-  // Fewer than 4 tasks a thread: gy's channels split into blocks (each transposes x's panel again).
-  int64_t kblock = kpanels;
-  while (g.groups * cpanels * ceil_div(kpanels, kblock) < 4 * threads && kblock > 1) kblock = ceil_div(kblock, 2);
-  const int64_t kblocks = ceil_div(kpanels, kblock);
-  parallel_tasks(g.groups * cpanels * kblocks, threads, [&](int64_t task) {
-    const int64_t kb = task % kblocks, cp = task / kblocks % cpanels, gi = task / (kblocks * cpanels);
-    const int64_t c0 = cp * NR, nc = min64(NR, Cg - c0);
-    const int64_t kp0 = kb * kblock, kp1 = min64(kpanels, kp0 + kblock);
-    T* panel = static_cast<T*>(thread_workspace(sizeof(T) * KC * NR, kSlotTile));
-    T* out = gw + gi * Kg * Cg + c0;
-    for (int64_t n = 0; n < g.N; ++n)
-      for (int64_t p0 = 0; p0 < P; p0 += KC) {
-        const int64_t kc = min64(KC, P - p0);
-        const T* xs = x + (n * g.C + gi * Cg + c0) * P + p0;  // channel c0's pixel p0
-        int64_t done = 0;  // panel[q][j] = x's channel c0 + j at pixel p0 + q, zero past Cg
-        if (nc == NR) done = pack_rows_transposed<T, NR>(kc, xs, P, panel);
-        for (int64_t q = done; q < kc; ++q)
-          for (int64_t j = 0; j < NR; ++j) panel[q * NR + j] = j < nc ? xs[j * P + q] : T(0);
-        const T* gys = gy + (n * g.K + gi * Kg) * P + p0;  // gy's channel 0 of the group at pixel p0
-        const bool acc = n > 0 || p0 > 0;
-        for (int64_t kp = kp0; kp < kp1; ++kp) {
-          const int mv = static_cast<int>(min64(MR, Kg - kp * MR));
-          RowPointers<T, MR> a;
-          for (int i = 0; i < MR; ++i) a.rows[i] = gys + (kp * MR + (i < mv ? i : 0)) * P;  // rows past Kg: not stored
-          microkernel_ab<T, MR, 2>(kc, a, StridedRows<T>{panel, NR}, out + kp * MR * Cg, Cg, mv, static_cast<int>(nc),
-                                   acc);
-        }
-      }
-  });
-}
-
 template void conv_forward_1x1<float>(const ConvGeom&, const float*, const float*, const float*, float*, int);
 template void conv_forward_1x1<double>(const ConvGeom&, const double*, const double*, const double*, double*, int);
-template void conv_backward_weight_1x1<float>(const ConvGeom&, const float*, const float*, float*, int);
-template void conv_backward_weight_1x1<double>(const ConvGeom&, const double*, const double*, double*, int);
 
 }  // namespace FC_ISA
 }  // namespace fastconv

@@ -45,8 +45,8 @@ struct KernelTable {
   void (*conv_backward_weight)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   // One group only: a GEMM over channel-last pixels, the pixels its reduction (conv_nhwc.cpp).
   void (*conv_backward_weight_nhwc)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
-  // 1x1 at stride 1 without padding: gy's rows in place times x transposed (conv_1x1.cpp).
-  void (*conv_backward_weight_1x1)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
+  // Without padding: a GEMM per tap, gy's rows in place times x gathered (conv_taps_weight.cpp).
+  void (*conv_backward_weight_taps)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
   void (*conv_backward_data_winograd_f23)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_data_winograd_f43)(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
   void (*conv_backward_weight_winograd_f23)(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);

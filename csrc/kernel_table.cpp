@@ -55,7 +55,7 @@ static KernelTable<T> make_table() {
   t.conv_backward_data_narrow = conv_backward_data_narrow<T>;
   t.conv_backward_weight = conv_backward_weight<T>;
   t.conv_backward_weight_nhwc = conv_backward_weight_nhwc<T>;
-  t.conv_backward_weight_1x1 = conv_backward_weight_1x1<T>;
+  t.conv_backward_weight_taps = conv_backward_weight_taps<T>;
   t.conv_backward_data_winograd_f23 = finite_inputs_or_direct<T, true, conv_backward_data_winograd_f23<T>>;
   t.conv_backward_data_winograd_f43 = finite_inputs_or_direct<T, true, conv_backward_data_winograd_f43<T>>;
   t.conv_backward_weight_winograd_f23 = finite_or_direct<T, conv_backward_weight_winograd_f23<T>>;

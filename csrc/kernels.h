@@ -29,7 +29,7 @@ template <class T> void conv_forward_winograd_s2(const ConvGeom&, const T* x, co
 template <class T> void conv_backward_data_winograd_s2(const ConvGeom&, const T* gy, const T* w, const T* bias, T* gx, int threads);
 template <class T> void conv_backward_weight_winograd_s2(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
 template <class T> void conv_backward_weight_nhwc(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
-template <class T> void conv_backward_weight_1x1(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
+template <class T> void conv_backward_weight_taps(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
 template <class T> void conv_backward_weight_wide(const ConvGeom&, const T* gy, const T* x, T* gw, int threads);
 template <class T> void conv_max_pool_forward(const ConvGeom&, const T* x, const T* w, const T* bias, T* y, uint8_t* where, int threads);
 template <class T> bool conv_max_pool_backward_weight(const ConvGeom&, const T* gy, const uint8_t* where, const T* x, T* gw, int threads);

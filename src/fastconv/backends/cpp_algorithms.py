@@ -172,12 +172,17 @@ def _gemm_1x1_forward_accepts(g):
 
 
 def _gemm_1x1_accepts(g):
-    """Backward-data (the forward GEMM with W transposed) and backward-weight: x's rows are the
-    GEMM's."""
+    """Backward-data: the forward GEMM with W transposed, where x's rows are the GEMM's."""
     reason = _gemm_1x1_forward_accepts(g)
     if reason is None and ((g.stride_h, g.stride_w) != (1, 1) or (g.out_h, g.out_w) != (g.H, g.W)):
         return "stride: grad_x's rows are not the GEMM's"
     return reason
+
+
+def _gemm_taps_accepts(g):
+    if (g.pad_h, g.pad_w) != (0, 0):
+        return "padding: a tap's pixels would fall on it (gathered without bounds)"
+    return None
 
 
 def _nhwc_accepts(g):
@@ -365,8 +370,8 @@ def make_tables(C, geom):
                   lambda gy, x, gw, g, t: C.conv_backward_weight_winograd_f43(geom(g), gy, x, gw, t)),
         Algorithm("winograd_s2", _winograd_s2_accepts,
                   lambda gy, x, gw, g, t: C.conv_backward_weight_winograd_s2(geom(g), gy, x, gw, t)),
-        Algorithm("gemm_1x1", _gemm_1x1_accepts,
-                  lambda gy, x, gw, g, t: C.conv_backward_weight_1x1(geom(g), gy, x, gw, t)),
+        Algorithm("gemm_taps", _gemm_taps_accepts,
+                  lambda gy, x, gw, g, t: C.conv_backward_weight_taps(geom(g), gy, x, gw, t)),
         Algorithm("gemm_nhwc", _nhwc_accepts,
                   lambda gy, x, gw, g, t: C.conv_backward_weight_nhwc(geom(g), gy, x, gw, t)),
         Algorithm("dot_wide", _dot_wide_accepts,

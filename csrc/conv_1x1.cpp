@@ -11,6 +11,7 @@
 //
 // Tasks: (image, group, block of pixels, block of output channels); each output is summed by one
 // task in a fixed order, so results do not depend on the thread count.
+#include <cstdint>
 #include <cstring>
 
 #include "gemm_direct.h"
@@ -70,9 +71,23 @@ void conv_forward_1x1(const ConvGeom& g, const T* x, const T* w, const T* bias, 
         }
         for (int64_t e = np; e < ld; ++e) row[e] = T(0);
       }
+    // A panel's rows are read in place only where each starts a cache line. NumPy puts a large
+    // array 16 bytes past one: each 64-byte row then spans two lines, the panel's 256 rows
+    // fill all 8 ways of L1's sets and evict each other and A. Copied first, once for all of
+    // A's panels: MobileNet's pointwise backward-data 1.42 -> 1.07 ms (aligned rows 1.01-1.19 either way).
+    const bool lines_aligned = reinterpret_cast<uintptr_t>(xs) % 64 == 0 && HW * sizeof(T) % 64 == 0;
     const auto b_panel = [&](int64_t j, int64_t c0, int64_t kc) {
       if (strided) return StridedRows<T>{gathered + c0 * ld + j, ld};
-      if (np - j >= NR) return StridedRows<T>{xs + c0 * HW + j, HW};
+      if (np - j >= NR) {
+        if (lines_aligned) return StridedRows<T>{xs + c0 * HW + j, HW};
+        constexpr int L = Vec<T>::kLanes;
+        for (int64_t c = 0; c < kc; ++c) {  // inline: a memcpy call a row cost more than the split loads
+          const T* src = xs + (c0 + c) * HW + j;
+          store(tail + c * NR, load(src));
+          store(tail + c * NR + L, load(src + L));
+        }
+        return StridedRows<T>{tail, NR};
+      }
       for (int64_t c = 0; c < kc; ++c) {  // the image's last, partial panel
         std::memcpy(tail + c * NR, xs + (c0 + c) * HW + j, sizeof(T) * (np - j));
         std::memset(tail + c * NR + (np - j), 0, sizeof(T) * (NR - (np - j)));

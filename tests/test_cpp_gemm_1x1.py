@@ -117,6 +117,29 @@ def test_gemm_1x1_streams_a_large_output_aligned_or_not(dtype, rng):
     assert np.array_equal(misaligned, y)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_1x1_same_bits_with_rows_on_or_off_the_cache_lines(dtype, rng):
+    """x's rows read in place where they start cache lines, copied first where not (NumPy's large
+    arrays start 16 bytes past a line): the same bits at every offset, and the reference's values."""
+    x = rng.standard_normal((2, 20, 16, 16)).astype(dtype)  # 256 pixels: 64-byte rows
+    wt = rng.standard_normal((13, 20, 1, 1)).astype(dtype)
+    g = P.conv_params(x, wt, None, 1, 0, 1, 1)[5]
+    algo = next(a for a in cpp.ALGORITHMS["conv_forward"] if a.name == NAME)
+    outs = []
+    for offset in (0, 8, 16, 32):
+        buf = np.empty(x.size + 64, dtype)
+        start = (-buf.ctypes.data % 64 + offset) // x.itemsize
+        moved = buf[start:start + x.size].reshape(x.shape)
+        moved[...] = x
+        assert moved.ctypes.data % 64 == offset
+        outs.append(np.full(g.y_shape, np.nan, dtype))
+        algo.run(moved, wt, None, outs[-1], g, 2)
+    for other in outs[1:]:
+        np.testing.assert_array_equal(other, outs[0])
+    assert_within(outs[0], ref(fastconv.conv2d, x, wt), ref(fastconv.conv2d, *absolute(x, wt)), 20, dtype,
+                  what="gemm_1x1 forward off the cache lines")
+
+
 @pytest.mark.parametrize("primitive", ["conv_forward", "conv_backward_data"])
 def test_gemm_1x1_same_bits_at_any_thread_count(primitive, rng):
     x = rng.standard_normal((3, 24, 11, 13)).astype(np.float32)

@@ -58,17 +58,8 @@ void conv_forward_1x1(const ConvGeom& g, const T* x, const T* w, const T* bias, 
     T* gathered = strided ? static_cast<T*>(thread_workspace(sizeof(T) * Cg * ld, kSlotTile2)) : nullptr;
     if (strided)
       for (int64_t c = 0; c < Cg; ++c) {
-        const T* plane = x + (n * g.C + gi * Cg + c) * HW;
         T* row = gathered + c * ld;
-        for (int64_t e = 0, oh = p0 / g.OW, ow = p0 % g.OW; e < np; ++oh, ow = 0) {  // by output rows
-          const T* src = plane + oh * g.sh * g.W;
-          const int64_t run = min64(g.OW - ow, np - e);
-          if (g.sw == 2)
-            gather_even(src, g.W, 2 * ow, 0, run, row + e);
-          else
-            for (int64_t i = 0; i < run; ++i) row[e + i] = src[(ow + i) * g.sw];
-          e += run;
-        }
+        gather_tap(g, x + (n * g.C + gi * Cg + c) * HW, 0, 0, p0, np, row);
         for (int64_t e = np; e < ld; ++e) row[e] = T(0);
       }
     // A panel's rows are read in place only where each starts a cache line. NumPy puts a large
@@ -78,19 +69,18 @@ void conv_forward_1x1(const ConvGeom& g, const T* x, const T* w, const T* bias, 
     const bool lines_aligned = reinterpret_cast<uintptr_t>(xs) % 64 == 0 && HW * sizeof(T) % 64 == 0;
     const auto b_panel = [&](int64_t j, int64_t c0, int64_t kc) {
       if (strided) return StridedRows<T>{gathered + c0 * ld + j, ld};
-      if (np - j >= NR) {
-        if (lines_aligned) return StridedRows<T>{xs + c0 * HW + j, HW};
-        constexpr int L = Vec<T>::kLanes;
-        for (int64_t c = 0; c < kc; ++c) {  // inline: a memcpy call a row cost more than the split loads
-          const T* src = xs + (c0 + c) * HW + j;
-          store(tail + c * NR, load(src));
-          store(tail + c * NR + L, load(src + L));
+      if (np - j >= NR && lines_aligned) return StridedRows<T>{xs + c0 * HW + j, HW};
+      // a panel off the lines, or the image's last, partial panel (zero-padded)
+      for (int64_t c = 0; c < kc; ++c) {
+        const T* src = xs + (c0 + c) * HW + j;
+        T* dst = tail + c * NR;
+        if (np - j >= NR) {  // inline: a memcpy call a row cost more than the split loads
+          store(dst, load(src));
+          store(dst + Vec<T>::kLanes, load(src + Vec<T>::kLanes));
+        } else {
+          std::memcpy(dst, src, sizeof(T) * (np - j));
+          std::memset(dst + (np - j), 0, sizeof(T) * (NR - (np - j)));
         }
-        return StridedRows<T>{tail, NR};
-      }
-      for (int64_t c = 0; c < kc; ++c) {  // the image's last, partial panel
-        std::memcpy(tail + c * NR, xs + (c0 + c) * HW + j, sizeof(T) * (np - j));
-        std::memset(tail + c * NR + (np - j), 0, sizeof(T) * (NR - (np - j)));
       }
       return StridedRows<T>{tail, NR};
     };

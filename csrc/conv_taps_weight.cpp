@@ -26,29 +26,6 @@
 namespace fastconv {
 namespace FC_ISA {
 
-namespace {
-
-// d[e] = channel plane's pixel at tap (ti, tj) for the output pixels p0 .. p0 + kc - 1, by runs
-// along output rows (stride 1 copied, stride 2 as even lanes).
-template <class T>
-void gather_tap(const ConvGeom& g, const T* plane, int64_t ti, int64_t tj, int64_t p0, int64_t kc, T* d) {
-  const T* at_tap = plane + ti * g.dh * g.W + tj * g.dw;
-  const int64_t width = g.W - tj * g.dw;  // elements of a row from the tap's column on
-  for (int64_t e = 0, oh = p0 / g.OW, ow = p0 % g.OW; e < kc; ++oh, ow = 0) {
-    const T* row = at_tap + oh * g.sh * g.W;
-    const int64_t run = min64(g.OW - ow, kc - e);
-    if (g.sw == 1)
-      std::memcpy(d + e, row + ow, sizeof(T) * run);
-    else if (g.sw == 2)
-      gather_even(row, width, 2 * ow, 0, run, d + e);
-    else
-      for (int64_t t = 0; t < run; ++t) d[e + t] = row[(ow + t) * g.sw];
-    e += run;
-  }
-}
-
-}  // namespace
-
 template <class T>
 void conv_backward_weight_taps(const ConvGeom& g, const T* gy, const T* x, T* gw, int threads) {
   constexpr int64_t MR = MicroTile<T>::MR, NR = MicroTile<T>::NR;

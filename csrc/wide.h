@@ -62,6 +62,25 @@ static inline int64_t gather_even(const T* row, int64_t W, int64_t shift, int64_
   return e;
 }
 
+// d[e] = a channel plane's pixel at tap (ti, tj) for the output pixels p0 .. p0 + kc - 1 of a
+// conv without padding, by runs along output rows (stride 1 copied, stride 2 as even lanes).
+template <class T>
+void gather_tap(const ConvGeom& g, const T* plane, int64_t ti, int64_t tj, int64_t p0, int64_t kc, T* d) {
+  const T* at_tap = plane + ti * g.dh * g.W + tj * g.dw;
+  const int64_t width = g.W - tj * g.dw;  // elements of a row from the tap's column on
+  for (int64_t e = 0, oh = p0 / g.OW, ow = p0 % g.OW; e < kc; ++oh, ow = 0) {
+    const T* row = at_tap + oh * g.sh * g.W;
+    const int64_t run = min64(g.OW - ow, kc - e);
+    if (g.sw == 1)
+      std::memcpy(d + e, row + ow, sizeof(T) * run);
+    else if (g.sw == 2)
+      gather_even(row, width, 2 * ow, 0, run, d + e);
+    else
+      for (int64_t t = 0; t < run; ++t) d[e + t] = row[(ow + t) * g.sw];
+    e += run;
+  }
+}
+
 // One image's slabs for output rows oh0 .. oh0 + srows - 1 (plus halo): channel c, phase p at
 // dst + c * channel_stride + p * phase_stride, rows Wp apart. x points at the image's first
 // channel of the group.

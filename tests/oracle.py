@@ -90,3 +90,16 @@ def assert_same_bits_at_thread_counts(algorithm, args, shape, dtype, geometry, c
     assert np.isfinite(outs[0]).all()
     for other in outs[1:]:
         np.testing.assert_array_equal(other, outs[0])
+
+
+def assert_named_algorithm_same_bits(name, primitive, x, wt, rng, stride=1, padding=0, dilation=1, groups=1):
+    """The cpp algorithm `name` for `primitive` on conv2d(x, wt, ...) (grad_out drawn from rng):
+    assert_same_bits_at_thread_counts, in x's dtype."""
+    from fastconv import _params as P
+    from fastconv.backends import cpp
+
+    g = P.conv_params(x, wt, None, stride, padding, dilation, groups)[5]
+    gy = rng.standard_normal(g.y_shape).astype(x.dtype)
+    algo = next(a for a in cpp.ALGORITHMS[primitive] if a.name == name)
+    args, shape = algorithm_call(primitive, x, wt, gy, g)
+    assert_same_bits_at_thread_counts(algo, args, shape, x.dtype, g)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from oracle import absolute, algorithm_call, assert_same_bits_at_thread_counts, assert_within, ref
+from oracle import absolute, assert_named_algorithm_same_bits, assert_within, ref
 
 pytestmark = pytest.mark.skipif(fastconv.backends()["cpp"] is not None, reason="the C++ extension is not built")
 
@@ -73,11 +73,7 @@ def test_forced_dilated_phases(case, dtype, rng):
 def test_dilated_phases_gives_the_same_bits_at_any_thread_count(primitive, rng):
     x = rng.standard_normal((2, 16, 12, 10)).astype(np.float32)
     wt = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
-    g = P.conv_params(x, wt, None, 1, 2, 2, 1)[5]
-    gy = rng.standard_normal(g.y_shape).astype(np.float32)
-    algo = next(a for a in cpp.ALGORITHMS[primitive] if a.name == NAME)
-    args, shape = algorithm_call(primitive, x, wt, gy, g)
-    assert_same_bits_at_thread_counts(algo, args, shape, np.float32, g)
+    assert_named_algorithm_same_bits(NAME, primitive, x, wt, rng, padding=2, dilation=2)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from oracle import absolute, algorithm_call, assert_same_bits_at_thread_counts, assert_within, ref
+from oracle import absolute, assert_named_algorithm_same_bits, assert_within, ref
 
 pytestmark = pytest.mark.skipif(fastconv.backends()["cpp"] is not None, reason="the C++ extension is not built")
 
@@ -90,11 +90,7 @@ def test_forced_gemm_1x1_strided_forward(case, dtype, rng):
 def test_gemm_1x1_strided_same_bits_at_any_thread_count(rng):
     x = rng.standard_normal((3, 24, 11, 13)).astype(np.float32)
     wt = rng.standard_normal((20, 24, 1, 1)).astype(np.float32)
-    g = P.conv_params(x, wt, None, 2, 0, 1, 1)[5]
-    gy = rng.standard_normal(g.y_shape).astype(np.float32)
-    algo = next(a for a in cpp.ALGORITHMS["conv_forward"] if a.name == NAME)
-    args, shape = algorithm_call("conv_forward", x, wt, gy, g)
-    assert_same_bits_at_thread_counts(algo, args, shape, np.float32, g)
+    assert_named_algorithm_same_bits(NAME, "conv_forward", x, wt, rng, stride=2)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -144,11 +140,7 @@ def test_gemm_1x1_same_bits_with_rows_on_or_off_the_cache_lines(dtype, rng):
 def test_gemm_1x1_same_bits_at_any_thread_count(primitive, rng):
     x = rng.standard_normal((3, 24, 11, 13)).astype(np.float32)
     wt = rng.standard_normal((20, 24, 1, 1)).astype(np.float32)
-    g = P.conv_params(x, wt, None, 1, 0, 1, 1)[5]
-    gy = rng.standard_normal(g.y_shape).astype(np.float32)
-    algo = next(a for a in cpp.ALGORITHMS[primitive] if a.name == NAME)
-    args, shape = algorithm_call(primitive, x, wt, gy, g)
-    assert_same_bits_at_thread_counts(algo, args, shape, np.float32, g)
+    assert_named_algorithm_same_bits(NAME, primitive, x, wt, rng)
 
 
 @pytest.mark.parametrize("primitive,kw,reason", [

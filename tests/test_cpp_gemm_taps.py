@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from oracle import absolute, algorithm_call, assert_same_bits_at_thread_counts, assert_within, ref
+from oracle import absolute, assert_named_algorithm_same_bits, assert_within, ref
 
 pytestmark = pytest.mark.skipif(fastconv.backends()["cpp"] is not None, reason="the C++ extension is not built")
 
@@ -74,11 +74,7 @@ def test_forced_gemm_taps_transposed(dtype, rng):
 def test_gemm_taps_same_bits_at_any_thread_count(kernel, stride, rng):
     x = rng.standard_normal((3, 20, 11, 13)).astype(np.float32)
     wt = rng.standard_normal((22, 20, kernel, kernel)).astype(np.float32)
-    g = P.conv_params(x, wt, None, stride, 0, 1, 1)[5]
-    gy = rng.standard_normal(g.y_shape).astype(np.float32)
-    algo = next(a for a in cpp.ALGORITHMS["conv_backward_weight"] if a.name == NAME)
-    args, shape = algorithm_call("conv_backward_weight", x, wt, gy, g)
-    assert_same_bits_at_thread_counts(algo, args, shape, np.float32, g)
+    assert_named_algorithm_same_bits(NAME, "conv_backward_weight", x, wt, rng, stride=stride)
 
 
 def test_gemm_taps_says_why_it_declines():

@@ -16,11 +16,11 @@ namespace FC_ISA {
 constexpr int KI = 3, KJ = 4;
 
 // acc[i*KJ + j] += a[i][q] * b[j][q] lane-wise over `iters` vectors of q, for `reps` pieces
-// laid out `stride` elements apart (a and b of the next piece are `stride` further on): the
-// register tile, kept in registers across pieces.
+// (a and b of the next piece are `stride_a` and `stride_b` elements further on): the register
+// tile, kept in registers across pieces.
 template <class T>
-static inline void dot_block(int64_t iters, int64_t reps, int64_t stride, const T* const* a, const T* const* b,
-                             typename Vec<T>::type* acc_io) {
+static inline void dot_block(int64_t iters, int64_t reps, int64_t stride_a, int64_t stride_b, const T* const* a,
+                             const T* const* b, typename Vec<T>::type* acc_io) {
   typedef typename Vec<T>::type V;
   constexpr int L = Vec<T>::kLanes;
   V acc[KI][KJ];
@@ -48,9 +48,9 @@ static inline void dot_block(int64_t iters, int64_t reps, int64_t stride, const 
       }
     }
 #pragma GCC unroll 16
-    for (int i = 0; i < KI; ++i) ar[i] += stride;
+    for (int i = 0; i < KI; ++i) ar[i] += stride_a;
 #pragma GCC unroll 16
-    for (int j = 0; j < KJ; ++j) br[j] += stride;
+    for (int j = 0; j < KJ; ++j) br[j] += stride_b;
   }
 #pragma GCC unroll 16
   for (int i = 0; i < KI; ++i)

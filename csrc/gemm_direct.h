@@ -40,12 +40,18 @@ void gemm_direct(int64_t m, int64_t n, int64_t kd, const T* a_packed, const BPan
         VecOf<T> acc[MR][2];
         for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = VecOf<T>{} + (k0 == 0 && bias && r < mv ? bias[i + r] : T(0));
         tile_accumulate<T, MR, 2>(acc, kc, PackedPanel<T, MR>{a_packed + i * kd + k0 * MR}, b);
-        if (stream && mv == MR && nv == NR) {
+        if (stream) {  // whole vectors streamed, a last partial one stored lane by lane
 #pragma GCC unroll 8
-          for (int r = 0; r < MR; ++r) {
-            stream_vector(C + (i + r) * ldc + j, acc[r][0]);
-            stream_vector(C + (i + r) * ldc + j + L, acc[r][1]);
-          }
+          for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+            for (int v = 0; v < 2; ++v) {
+              if (r >= mv) continue;
+              T* c = C + (i + r) * ldc + j + v * L;
+              if ((v + 1) * L <= nv)
+                stream_vector(c, acc[r][v]);
+              else
+                for (int l = 0; l < nv - v * L; ++l) c[l] = acc[r][v][l];
+            }
         } else {
           tile_store<T, MR, 2>(acc, C + i * ldc + j, ldc, mv, nv, k0 > 0);
         }

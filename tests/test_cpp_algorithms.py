@@ -325,12 +325,14 @@ def test_forced_implicit_gemm_wide_transposed_conv(rng):
                   what="implicit_gemm_wide conv_transpose2d")
 
 
-@pytest.mark.parametrize("width", [512, 520], ids=["in-place-panels", "packed-panels"])
+@pytest.mark.parametrize("width", [512, 520, 516], ids=["in-place-panels", "packed-panels", "partial-vector"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_implicit_gemm_wide_streams_a_large_output_aligned_or_not(dtype, width, rng):
     """An 8 MiB output (the streaming threshold) written with streaming stores into the 64-byte
     aligned result conv2d allocates, and with ordinary ones into a misaligned one: same bits.
-    At width 512 B's panels are read in place; at 520 (not a multiple of NR) they are packed."""
+    At width 512 B's panels are read in place; at 520 (not a multiple of NR) they are packed;
+    at 516 a row's last panel ends inside a float32 vector. 16 float32 (8 float64) channels
+    end in a partial tile of rows."""
     k = 64 // np.dtype(dtype).itemsize  # 8 MiB of output at width 512
     x = rng.standard_normal((1, 2, 256, width)).astype(dtype)
     wt = rng.standard_normal((k, 2, 3, 3)).astype(dtype)

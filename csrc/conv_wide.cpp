@@ -114,13 +114,18 @@ void conv_forward_wide(const ConvGeom& g, const T* x, const T* w, const T* bias,
     int32_t* seg_dst = reinterpret_cast<int32_t*>(seg_src + max_segments);
     int32_t* seg_first = seg_dst + max_segments;
     int32_t nseg = 0;
-    for (int64_t q = 0; q < columns; ++q) {
-      const int64_t j = q / plane, i = (q % plane) / g.OW, ow = q % g.OW;
+    // Column q is (image j, row i, ow), counted along rather than divided out (three
+    // divisions a column were a sixtieth of decoder.tconv2's grad_x).
+    for (int64_t q = 0, j = 0, i = 0, ow = 0; q < columns; ++q) {
       if (q % NR == 0) seg_first[q / NR] = nseg;
       if (q % NR == 0 || ow == 0) {
         seg_dst[nseg] = static_cast<int32_t>(q % NR);
         seg_src[nseg] = (j * srows + i) * Wp + ow;
         ++nseg;
+      }
+      if (++ow == g.OW) {
+        ow = 0;
+        if (++i == nrows) i = 0, ++j;
       }
     }
     seg_first[npanels] = nseg;

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _result_pool as _pool
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -168,17 +170,17 @@ def check_output_size(op, shape, dtype):
 
 def empty(xp, op, shape, dtype, align=0):
     """Allocate a result (its size was checked before any kernel ran), turning allocation
-    failure into a clear MemoryError. With align, a NumPy result of 1 MiB or more starts on an
-    align-byte boundary (a view into a slightly longer buffer): kernels stream outputs of 8 MiB
-    and more to memory with stores that need 32-byte alignment, and malloc gives 16. (Smaller
-    results skip the 2 us that costs.)"""
+    failure into a clear MemoryError. A NumPy result of 1 MiB or more starts on a 64-byte
+    boundary (kernels stream outputs of 8 MiB and more to memory with stores that need 32-byte
+    alignment, and malloc gives 16) and reuses the memory of an earlier result of its size
+    (_result_pool.py: a fresh one costs page faults). Smaller results skip both. `align` (at most 64)
+    is what the caller relies on."""
+    assert align <= 64
     try:
-        nbytes = math.prod(shape) * np.dtype(dtype).itemsize if align else 0
-        if nbytes < (1 << 20):
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        if xp is not np or nbytes < _pool.MIN_POOLED_BYTES:
             return xp.empty(shape, dtype=dtype)
-        buf = xp.empty(nbytes + align, dtype=xp.uint8)
-        start = -buf.ctypes.data % align
-        return buf[start:start + nbytes].view(dtype).reshape(shape)
+        return _pool.empty(shape, dtype)
     except (MemoryError, ValueError) as e:
         raise MemoryError(f"{op}: the output of shape {tuple(shape)} cannot be allocated ({e})") from None
 

@@ -1,6 +1,6 @@
 // The register tile of dot-product reductions: a KI x KJ block of dot products along
-// contiguous rows, kept as KI*KJ vector accumulators (conv_wide_weight.cpp's dot_wide and the
-// Winograd backward-weight). Compiled per ISA with the kernels.
+// contiguous rows, kept as KI*KJ vector accumulators (conv_wide_weight.cpp's dot_wide; lane_sum
+// also for conv_max_pool.cpp). Compiled per ISA with the kernels.
 #pragma once
 #include <cstdint>
 #include <cstring>

@@ -488,7 +488,8 @@ STRIDED_WIDE_EDGES = [
 @pytest.mark.parametrize("case", STRIDED_WIDE_EDGES, ids=[str(i) for i in range(len(STRIDED_WIDE_EDGES))])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_forced_wide_algorithms_at_stride(case, dtype, rng):
-    """implicit_gemm_wide forward and dot_wide backward-weight over stride-phase slabs."""
+    """implicit_gemm_wide forward over stride-phase slabs, dot_wide backward-weight over tap columns
+    split by row phase."""
     n, c, h, w, k, r, s, stride, padding, dilation, groups = case
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     wt = rng.standard_normal((k, c // groups, r, s)).astype(dtype)

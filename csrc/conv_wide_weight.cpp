@@ -61,20 +61,8 @@ static void build_tap_columns(const ConvGeom& g, const T* x, int64_t channels, i
         const int64_t lo = min64(g.OW, shift < 0 ? ceil_div(-shift, g.sw) : 0);
         const int64_t hi = max64(lo, min64(g.OW, g.W - shift > 0 ? ceil_div(g.W - shift, g.sw) : 0));
         for (int64_t hr = 0; hr < srows; ++hr) {
-          T* d = u + hr * g.OW;
           const int64_t ih = (oh0 + hr) * g.sh + a - g.ph;
-          int64_t e = 0;
-          if (ih >= 0 && ih < g.H) {
-            const T* row = x + (c * g.H + ih) * g.W;
-            for (; e < lo; ++e) d[e] = T(0);
-            if (g.sw == 1)
-              for (; e < hi; ++e) d[e] = row[e + shift];
-            else if (g.sw == 2)
-              e = gather_even(row, g.W, shift, e, hi, d);
-            else
-              for (; e < hi; ++e) d[e] = row[e * g.sw + shift];
-          }
-          for (; e < g.OW; ++e) d[e] = T(0);
+          strided_row(g, ih >= 0 && ih < g.H ? x + (c * g.H + ih) * g.W : nullptr, shift, lo, hi, g.OW, u + hr * g.OW);
         }
       }
     }

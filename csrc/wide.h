@@ -81,6 +81,24 @@ void gather_tap(const ConvGeom& g, const T* plane, int64_t ti, int64_t tj, int64
   }
 }
 
+// d[e] = row[e*sw + shift] for e in [lo, hi) and zero elsewhere in [0, width); all zeros where
+// row is null (an input row outside x). build_slabs' and dot_wide's rows of one input row.
+template <class T>
+static inline void strided_row(const ConvGeom& g, const T* row, int64_t shift, int64_t lo, int64_t hi,
+                               int64_t width, T* d) {
+  int64_t e = 0;
+  if (row) {
+    for (; e < lo; ++e) d[e] = T(0);
+    if (g.sw == 1)
+      for (; e < hi; ++e) d[e] = row[e + shift];
+    else if (g.sw == 2)
+      e = gather_even(row, g.W, shift, e, hi, d);
+    else
+      for (; e < hi; ++e) d[e] = row[e * g.sw + shift];
+  }
+  for (; e < width; ++e) d[e] = T(0);
+}
+
 // One image's slabs for output rows oh0 .. oh0 + srows - 1 (plus halo): channel c, phase p at
 // dst + c * channel_stride + p * phase_stride, rows Wp apart. x points at the image's first
 // channel of the group.
@@ -98,21 +116,10 @@ static void build_slabs(const ConvGeom& g, const T* x, int64_t channels, int64_t
       const int64_t lo = cols.lo, hi = cols.hi;
       for (int64_t c = 0; c < channels; ++c)
         for (int64_t hr = 0; hr < srows; ++hr) {
-          T* d = dst + c * channel_stride + (a * g.sw + b) * phase_stride + hr * Wp;
           const int64_t ih = (oh0 + hr) * g.sh + a - g.ph;
-          int64_t e = 0;
-          if (ih >= 0 && ih < g.H) {
-            const T* row = x + (c * g.H + ih) * g.W;
-            const int64_t shift = b - g.pw;  // slab column wc is input column wc * sw + shift
-            for (; e < lo; ++e) d[e] = T(0);
-            if (g.sw == 1)
-              for (; e < hi; ++e) d[e] = row[e + shift];
-            else if (g.sw == 2)
-              e = gather_even(row, g.W, shift, e, hi, d);
-            else
-              for (; e < hi; ++e) d[e] = row[e * g.sw + shift];
-          }
-          for (; e < Wp; ++e) d[e] = T(0);
+          // slab column wc is input column wc * sw + b - pw
+          strided_row(g, ih >= 0 && ih < g.H ? x + (c * g.H + ih) * g.W : nullptr, b - g.pw, lo, hi, Wp,
+                      dst + c * channel_stride + (a * g.sw + b) * phase_stride + hr * Wp);
         }
     }
 }

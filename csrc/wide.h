@@ -124,18 +124,6 @@ static void build_slabs(const ConvGeom& g, const T* x, int64_t channels, int64_t
     }
 }
 
-// grad_out rows laid out on the wide grid: dst[i*Wp + ow] = src[i*OW + ow] for nrows rows,
-// zeros in the dropped columns between them and from the last output up to dst[len - 1].
-template <class T>
-static void lay_out_wide(const T* src, int64_t nrows, int64_t OW, int64_t Wp, int64_t len, T* dst) {
-  for (int64_t i = 0; i < nrows; ++i) {
-    for (int64_t ow = 0; ow < OW; ++ow) dst[i * Wp + ow] = src[i * OW + ow];
-    if (i + 1 < nrows)
-      for (int64_t ow = OW; ow < Wp; ++ow) dst[i * Wp + ow] = T(0);
-  }
-  for (int64_t e = nrows > 0 ? (nrows - 1) * Wp + OW : 0; e < len; ++e) dst[e] = T(0);
-}
-
 // The largest |x[i]|, or +inf if any x[i] is inf or NaN: the Winograd kernels' input scan. (x - x
 // is 0 for finite x and NaN otherwise, and a NaN survives the sums; vectors of independent sums, as
 // the compiler may not reorder one sum.)

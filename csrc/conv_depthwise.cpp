@@ -480,6 +480,7 @@ void depthwise_backward_weight_interleaved(const ConvGeom& g, const T* gy, const
   const int64_t Hp = max64(g.H + g.ph, (g.OH - 1) * g.sh + (g.R - 1) * g.dh + 1);
   const int64_t Wp = max64(g.pw + round_up(g.W, L), (g.OW - 1) * g.sw + (g.S - 1) * g.dw + 1);
   const int64_t Wg = round_up(g.OW, L);  // grad_out's interleaved rows
+  const int64_t gy_row = Wg * L, row_step = g.sh * Wp * L, col_step = g.sw * L;
   std::vector<int64_t> tap(RS);
   for (int64_t t = 0; t < RS; ++t) tap[t] = ((t / g.S) * g.dh * Wp + (t % g.S) * g.dw) * L;
   parallel_tasks(blocks, threads, [&](int64_t block) {
@@ -490,14 +491,12 @@ void depthwise_backward_weight_interleaved(const ConvGeom& g, const T* gy, const
     for (int64_t n = 0; n < g.N; ++n) {
       interleave_planes(x + (n * g.C + c0) * HW, g.H, g.W, nc, g.ph, g.pw, Hp, Wp, xi);
       interleave_planes(gy + (n * g.C + c0) * OHW, g.OH, g.OW, nc, 0, 0, g.OH, Wg, gyi);
-      for (int64_t t0 = 0; t0 < RS; t0 += TB) {
-        const T* args_x = xi;
+      for (int64_t t0 = 0; t0 < RS; t0 += TB) {  // taps [t0, t0 + TB) in one pass
         V* a = acc.data() + t0;
         const int64_t* tp = tap.data() + t0;
-        const int64_t gy_row = Wg * L, row_step = g.sh * Wp * L, col_step = g.sw * L;
         switch (min64(TB, RS - t0)) {
 #define FC_CASE(NT) \
-  case NT: interleaved_weight_sums<T, NT>(args_x, gyi, g.OH, g.OW, gy_row, row_step, col_step, tp, a); break;
+  case NT: interleaved_weight_sums<T, NT>(xi, gyi, g.OH, g.OW, gy_row, row_step, col_step, tp, a); break;
           FC_CASE(1) FC_CASE(2) FC_CASE(3) FC_CASE(4) FC_CASE(5) FC_CASE(6) FC_CASE(7) FC_CASE(8) FC_CASE(9)
 #undef FC_CASE
         }

@@ -97,9 +97,9 @@ void adam_update(Arr<T> p, Arr<T> g, Arr<T> m, Arr<T> v, double b1, double b2, d
 // held a thread to ~15 GB/s (0.86 ms for decoder.tconv1's 12.8 MB grad_out at 2 threads, twice
 // torch's float32 sum). A smaller plane is summed as two vectors of pairs (converted whole: a
 // scalar conversion waits on its register's last writer, which chained all the planes' sums):
-// on MNIST conv3's 3x3 planes the sixteen sums and their reduction took 105 us where torch took 24. Each thread takes
-// a range of channels and goes through the images in order, so the sums of consecutive planes,
-// independent of each other, overlap.
+// on MNIST conv3's 3x3 planes the sixteen sums and their reduction took 105 us where torch took
+// 24. Each thread takes a range of channels and goes through the images in order, so the sums
+// of consecutive planes, independent of each other, overlap.
 static double plane_sum(const float* plane, int64_t P) {
   constexpr int U = 16;
   if (P < 2 * U) {  // two sums of pairs, then the last pixels in order

@@ -1,4 +1,5 @@
-// The "wide rows" layout of conv_wide.cpp (forward) and the depthwise backward-weight.
+// The "wide rows" layout of conv_wide.cpp (forward) and conv_depthwise.cpp's plane kernels; the
+// strided row copies of dot_wide's tap columns (conv_wide_weight.cpp).
 //
 // Input rows and columns are split by stride phase: slab (c, a, b) holds
 // x[c][hr*sh + a - ph][wc*sw + b - pw] for hr < srows, wc < Wp, and zero outside x. Tap (r, s)

@@ -168,14 +168,12 @@ def check_output_size(op, shape, dtype):
         )
 
 
-def empty(xp, op, shape, dtype, align=0):
+def empty(xp, op, shape, dtype):
     """Allocate a result (its size was checked before any kernel ran), turning allocation
     failure into a clear MemoryError. A NumPy result of 1 MiB or more starts on a 64-byte
     boundary (kernels stream outputs of 8 MiB and more to memory with stores that need 32-byte
     alignment, and malloc gives 16) and reuses the memory of an earlier result of its size
-    (_result_pool.py: a fresh one costs page faults). Smaller results skip both. `align` (at most 64)
-    is what the caller relies on."""
-    assert align <= 64
+    (_result_pool.py: a fresh one costs page faults). Smaller results skip both."""
     try:
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         if xp is not np or nbytes < _pool.MIN_POOLED_BYTES:

@@ -11,7 +11,7 @@ its pages still mapped.
 NumPy makes the buffer the `.base` of every view of a result (and of views of those), so the
 buffer's reference count says whether any array still uses it: the pool's own reference is
 the only one left when none does. (An owner object with a `__del__` that handed the buffer back
-did the same at ~9 us a result, a tenth of a small max-pool backward; this costs ~1 us.) The pool
+did the same at ~9 us a result, a tenth of a small max-pool backward; this costs ~3 us.) The pool
 tracks at most `_MAX_BUFFERS_PER_SIZE` buffers of a size and `_MAX_POOLED_BYTES` in all,
 dropping idle buffers of the sizes used longest ago beyond that; a result that finds every
 tracked buffer of its size in use gets plain fresh memory.

@@ -16,6 +16,7 @@
 // output pixels each; each output element comes from one task with a fixed summation order, so
 // results do not depend on the thread count. Scratch per task: the block and one group's channels.
 #include <cstring>
+#include <utility>
 
 #include "gather.h"
 #include "gemm_direct.h"
@@ -39,6 +40,19 @@ struct SlabRows {
   const T* row(int64_t p) const { return taps[p] + offset; }
 };
 
+// `block` output rows rounded down to a multiple that starts every block of a channel plane on
+// a 64-byte line (NR floats or doubles), when the plane itself starts on one. A streamed output
+// then fills whole lines: a block starting mid-line left every line its panels wrote shared with
+// the neighbouring panel, half-written (tconv2's 3->64 grad_x, 28-wide rows in blocks of 18).
+template <class T>
+int64_t line_rows(const ConvGeom& g, int64_t block) {
+  constexpr int64_t NR = MicroTile<T>::NR;
+  int64_t a = g.OW, b = NR;
+  while (b) a %= b, std::swap(a, b);
+  const int64_t step = NR / a;  // rows whose pixels fill whole lines
+  return block >= g.OH || block < step ? block : block / step * step;
+}
+
 }  // namespace
 
 template <class T>
@@ -57,7 +71,7 @@ void conv_forward_wide(const ConvGeom& g, const T* x, const T* w, const T* bias,
   constexpr int64_t MR = MicroTile<T>::MR;
   int64_t per_task = 1, block = g.OH, kblock = round_up(Kg, MR);
   if (g.OH * g.OW <= kMaxColumns) per_task = max64(1, min64(g.N, kMaxColumns / max64(1, g.OH * g.OW)));
-  else block = max64(1, min64(g.OH, kMaxColumns / g.OW));
+  else block = line_rows<T>(g, max64(1, min64(g.OH, kMaxColumns / g.OW)));
   auto tasks = [&] { return g.groups * ceil_div(g.N, per_task) * ceil_div(g.OH, block) * ceil_div(Kg, kblock); };
   while (tasks() < 8 && kblock > 8 * MR) kblock = round_up(kblock / 2, MR);
   while (tasks() < 8 && per_task > 1) per_task = ceil_div(per_task, 2);

@@ -17,7 +17,7 @@ import os
 import pytest
 
 import fastconv
-from fastconv.bench import peers, shapes, workloads
+from fastconv.bench import peers, shapes, timing, workloads
 
 SHAPES = shapes.load(os.environ.get("FASTCONV_BENCH_SHAPES") or None)
 DTYPE = os.environ.get("FASTCONV_BENCH_DTYPE", "float32")
@@ -38,6 +38,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session", autouse=True)
 def _same_threads():
+    timing.steady_heap()  # PyTorch's temporaries served from the heap, whatever ran first
     if PEERS:
         peers.set_threads(fastconv.get_num_threads())
 

@@ -139,6 +139,7 @@ def test_bench_json_schema(bench_doc):
     assert doc["schema"] == report.SCHEMA
     assert doc["settings"]["threads"] == 1 and doc["settings"]["dtype"] == "float32"
     assert doc["settings"]["backends"] == CPU_BACKENDS and doc["settings"]["peers"] == ["torch"]
+    assert doc["settings"]["heap"] == timing.steady_heap()  # what the run fixed (None without glibc)
     assert doc["impls"] == CPU_BACKENDS + ["torch"]
     machine = doc["machine"]
     for key in ("cpu_model", "cores", "isa_flags", "threads", "gpu", "versions", "probe", "load_average"):
@@ -509,3 +510,11 @@ def test_plot_without_matplotlib_fails_before_the_run(monkeypatch, capsys):
     monkeypatch.setattr(plot, "unavailable_reason", lambda: "--plot needs matplotlib")
     assert cli.run(bench_args(plot="out.png")) == 2
     assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.exists("/lib/x86_64-linux-gnu/libc.so.6") and not os.path.exists("/usr/lib64/libc.so.6"),
+                    reason="steady_heap needs glibc's mallopt")
+def test_steady_heap_sets_glibc_thresholds():
+    """mallopt accepted both thresholds (it returns 0 for a value out of range)."""
+    assert timing.steady_heap() == "glibc mmap threshold 256 MiB, trim threshold 1024 MiB"
+

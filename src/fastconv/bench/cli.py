@@ -173,7 +173,8 @@ def _run(args) -> int:
         peer_lib.set_threads(threads)
     settings = {"shapes_file": str(args.shapes or shape_lib.default_path()), "only": args.only,
                 "dtype": args.dtype, "threads": threads, "repeat": args.repeat, "min_time_ms": args.min_time,
-                "backends": backends, "peers": list(dict.fromkeys(p for p, _ in peers))}
+                "backends": backends, "peers": list(dict.fromkeys(p for p, _ in peers)),
+                "heap": timing.steady_heap()}
     for name, reason in unavailable.items():
         print(f"note: {name} left out: {reason}", file=sys.stderr)
 

@@ -16,7 +16,7 @@
 // output pixels each; each output element comes from one task with a fixed summation order, so
 // results do not depend on the thread count. Scratch per task: the block and one group's channels.
 #include <cstring>
-#include <utility>
+#include <numeric>
 
 #include "gather.h"
 #include "gemm_direct.h"
@@ -47,9 +47,7 @@ struct SlabRows {
 template <class T>
 int64_t line_rows(const ConvGeom& g, int64_t block) {
   constexpr int64_t NR = MicroTile<T>::NR;
-  int64_t a = g.OW, b = NR;
-  while (b) a %= b, std::swap(a, b);
-  const int64_t step = NR / a;  // rows whose pixels fill whole lines
+  const int64_t step = NR / std::gcd(g.OW, NR);  // rows whose pixels fill whole lines
   return block >= g.OH || block < step ? block : block / step * step;
 }
 

@@ -351,6 +351,29 @@ def test_implicit_gemm_wide_streams_a_large_output_aligned_or_not(dtype, width, 
     assert np.array_equal(misaligned, y)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_implicit_gemm_wide_streams_row_blocks_of_28_wide_rows(dtype, rng):
+    """28-wide rows in blocks of several rows, cut so that each block starts on a 64-byte line
+    (18 rows -> 16 in float32), streamed into an 8 MiB output: as the reference, and the same
+    bits as ordinary stores into a misaligned output."""
+    k = 256 // np.dtype(dtype).itemsize
+    x = rng.standard_normal((1, 2, 1200, 28)).astype(dtype)
+    wt = rng.standard_normal((k, 2, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    with cpp_algorithms.force("implicit_gemm_wide"):
+        y = fastconv.conv2d(x, wt, b, padding=1, backend="cpp")
+    assert y.nbytes >= 8 << 20 and y.ctypes.data % 64 == 0
+    assert_within(y, ref(fastconv.conv2d, x, wt, b, padding=1), ref(fastconv.conv2d, *absolute(x, wt, b), padding=1),
+                  2 * 9, dtype, what="implicit_gemm_wide streamed row blocks")
+    g = P.conv_params(x, wt, b, 1, 1, 1, 1)[5]
+    buf = np.empty(y.size + 8, dtype)
+    start = next(i for i in range(8) if (buf.ctypes.data + i * buf.itemsize) % 32 == 16)
+    misaligned = buf[start:start + y.size].reshape(y.shape)
+    algo = next(a for a in cpp.ALGORITHMS["conv_forward"] if a.name == "implicit_gemm_wide")
+    algo.run(x, wt, b, misaligned, g, 2)
+    assert np.array_equal(misaligned, y)
+
+
 DOT_WIDE_EDGES = WIDE_EDGES + [
     (40, 16, 30, 30, 16, 3, 3, 1, 0, 1),  # several chunks: grad_w is stored, then added to
     (1, 2, 700, 3, 4, 3, 3, 1, 1, 1),  # several row blocks per image

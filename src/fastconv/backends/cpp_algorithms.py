@@ -163,10 +163,18 @@ def _wide_backward_data_accepts(g):
 _NHWC_IMAGE_BYTES = 64 << 20
 
 
+def _padding(g):
+    """Whether any tap of any output pixel falls outside x: padding at the top or left, or at the
+    bottom or right, which out_h / out_w imply (padding='same' with an even kernel, a transposed
+    conv's output_padding)."""
+    return ((g.pad_h, g.pad_w) != (0, 0) or (g.out_h - 1) * g.stride_h + (g.R - 1) * g.dil_h >= g.H
+            or (g.out_w - 1) * g.stride_w + (g.S - 1) * g.dil_w >= g.W)
+
+
 def _gemm_1x1_forward_accepts(g):
     if (g.R, g.S) != (1, 1):
         return f"kernel {g.R}x{g.S} is not 1x1"
-    if (g.pad_h, g.pad_w) != (0, 0):
+    if _padding(g):
         return "padding: x's pixels are not the GEMM's columns"
     return None
 
@@ -180,7 +188,7 @@ def _gemm_1x1_accepts(g):
 
 
 def _gemm_taps_accepts(g):
-    if (g.pad_h, g.pad_w) != (0, 0):
+    if _padding(g):
         return "padding: a tap's pixels would fall on it (gathered without bounds)"
     return None
 

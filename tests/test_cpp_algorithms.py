@@ -325,16 +325,22 @@ def test_forced_implicit_gemm_wide_transposed_conv(rng):
                   what="implicit_gemm_wide conv_transpose2d")
 
 
-@pytest.mark.parametrize("width", [512, 520, 516], ids=["in-place-panels", "packed-panels", "partial-vector"])
+# (H, W, output channels in float32; half as many in float64): 8 MiB of output or more.
+STREAMED = [(256, 512, 16), (256, 520, 16), (256, 516, 16), (1200, 28, 64)]
+
+
+@pytest.mark.parametrize("shape", STREAMED, ids=["in-place-panels", "packed-panels", "partial-vector", "row-blocks"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_implicit_gemm_wide_streams_a_large_output_aligned_or_not(dtype, width, rng):
+def test_implicit_gemm_wide_streams_a_large_output_aligned_or_not(dtype, shape, rng):
     """An 8 MiB output (the streaming threshold) written with streaming stores into the 64-byte
     aligned result conv2d allocates, and with ordinary ones into a misaligned one: same bits.
     At width 512 B's panels are read in place; at 520 (not a multiple of NR) they are packed;
     at 516 a row's last panel ends inside a float32 vector. 16 float32 (8 float64) channels
-    end in a partial tile of rows."""
-    k = 64 // np.dtype(dtype).itemsize  # 8 MiB of output at width 512
-    x = rng.standard_normal((1, 2, 256, width)).astype(dtype)
+    end in a partial tile of rows. 28-wide rows go in blocks of several rows, cut so that each
+    block starts on a 64-byte line (18 rows -> 16 in float32)."""
+    h, width, k = shape
+    k = k * 4 // np.dtype(dtype).itemsize
+    x = rng.standard_normal((1, 2, h, width)).astype(dtype)
     wt = rng.standard_normal((k, 2, 3, 3)).astype(dtype)
     b = rng.standard_normal(k).astype(dtype)
     with cpp_algorithms.force("implicit_gemm_wide"):
@@ -342,29 +348,6 @@ def test_implicit_gemm_wide_streams_a_large_output_aligned_or_not(dtype, width, 
     assert y.nbytes >= 8 << 20 and y.ctypes.data % 64 == 0
     assert_within(y, ref(fastconv.conv2d, x, wt, b, padding=1), ref(fastconv.conv2d, *absolute(x, wt, b), padding=1),
                   2 * 9, dtype, what="implicit_gemm_wide streamed forward")
-    g = P.conv_params(x, wt, b, 1, 1, 1, 1)[5]
-    buf = np.empty(y.size + 8, dtype)
-    start = next(i for i in range(8) if (buf.ctypes.data + i * buf.itemsize) % 32 == 16)
-    misaligned = buf[start:start + y.size].reshape(y.shape)
-    algo = next(a for a in cpp.ALGORITHMS["conv_forward"] if a.name == "implicit_gemm_wide")
-    algo.run(x, wt, b, misaligned, g, 2)
-    assert np.array_equal(misaligned, y)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_implicit_gemm_wide_streams_row_blocks_of_28_wide_rows(dtype, rng):
-    """28-wide rows in blocks of several rows, cut so that each block starts on a 64-byte line
-    (18 rows -> 16 in float32), streamed into an 8 MiB output: as the reference, and the same
-    bits as ordinary stores into a misaligned output."""
-    k = 256 // np.dtype(dtype).itemsize
-    x = rng.standard_normal((1, 2, 1200, 28)).astype(dtype)
-    wt = rng.standard_normal((k, 2, 3, 3)).astype(dtype)
-    b = rng.standard_normal(k).astype(dtype)
-    with cpp_algorithms.force("implicit_gemm_wide"):
-        y = fastconv.conv2d(x, wt, b, padding=1, backend="cpp")
-    assert y.nbytes >= 8 << 20 and y.ctypes.data % 64 == 0
-    assert_within(y, ref(fastconv.conv2d, x, wt, b, padding=1), ref(fastconv.conv2d, *absolute(x, wt, b), padding=1),
-                  2 * 9, dtype, what="implicit_gemm_wide streamed row blocks")
     g = P.conv_params(x, wt, b, 1, 1, 1, 1)[5]
     buf = np.empty(y.size + 8, dtype)
     start = next(i for i in range(8) if (buf.ctypes.data + i * buf.itemsize) % 32 == 16)

@@ -182,7 +182,7 @@ def _gemm_1x1_forward_accepts(g):
 def _gemm_1x1_accepts(g):
     """Backward-data: the forward GEMM with W transposed, where x's rows are the GEMM's."""
     reason = _gemm_1x1_forward_accepts(g)
-    if reason is None and ((g.stride_h, g.stride_w) != (1, 1) or (g.out_h, g.out_w) != (g.H, g.W)):
+    if reason is None and (g.stride_h, g.stride_w) != (1, 1):  # (1x1 at stride 1 without padding: out = H x W)
         return "stride: grad_x's rows are not the GEMM's"
     return reason
 
